@@ -1,0 +1,14 @@
+# The two commands of the README; both do all set-up first.
+.PHONY: demo test bench config-example
+
+demo:
+	bash scripts/demo.sh
+
+test:
+	bash scripts/test.sh
+
+bench:
+	bash scripts/setup.sh && .venv/bin/python -m bench
+
+config-example:
+	.venv/bin/python -m shipper.config > config.example.yaml

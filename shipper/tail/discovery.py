@@ -1,0 +1,179 @@
+"""Finding log files: globs and excludes, symlinks, rotated siblings, and file events."""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import glob
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import ObservedWatch
+
+log = logging.getLogger(__name__)
+
+# kubelet and containerd rotate <n>.log to <n>.log.<YYYYMMDD-HHMMSS>, later gzip-compressed.
+_ROTATION = re.compile(r"(?P<base>.+\.log)\.(?P<stamp>\d{8}-\d{6}(?:\.\d+)?)(?P<gz>\.gz)?")
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A file a glob matched: the path as matched, and what it resolves to."""
+
+    path: str
+    real: str
+    dev: int
+    ino: int
+    size: int
+
+
+def expand(patterns: list[str], exclude: list[str]) -> dict[str, Found]:
+    """Every regular file the patterns match (following symlinks), minus the excluded."""
+    found: dict[str, Found] = {}
+    for pattern in patterns:
+        for path in sorted(glob.iglob(pattern)):
+            if path in found or excluded(path, exclude):
+                continue
+            try:
+                real = os.path.realpath(path)
+                st = os.stat(real)
+            except OSError:
+                continue  # a dangling link or a file gone between glob and stat
+            if not _is_regular(st.st_mode):
+                continue
+            found[path] = Found(path, real, st.st_dev, st.st_ino, st.st_size)
+    return found
+
+
+def _is_regular(mode: int) -> bool:
+    return (mode & 0o170000) == 0o100000
+
+
+def excluded(path: str, exclude: list[str]) -> bool:
+    """True if `path` (or its file name) matches one of the exclude globs."""
+    name = os.path.basename(path)
+    return any(fnmatch.fnmatchcase(path, p) or fnmatch.fnmatchcase(name, p) for p in exclude)
+
+
+@dataclass(frozen=True, slots=True)
+class Sibling:
+    """A rotated copy of a live file, e.g. 0.log.20240301-102030[.gz]."""
+
+    path: str
+    stamp: str
+    compressed: bool
+
+
+def rotated_siblings(real: str) -> list[Sibling]:
+    """Rotations of the file at `real` in its directory, oldest first.
+
+    When both a plain rotation and its compressed copy exist (compression in progress),
+    the plain one is listed: it is complete, the .gz may not be yet.
+    """
+    directory, name = os.path.split(real)
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return []
+    by_stamp: dict[str, Sibling] = {}
+    for entry in entries:
+        m = _ROTATION.fullmatch(entry)
+        if m is None or m["base"] != name:
+            continue
+        sibling = Sibling(os.path.join(directory, entry), m["stamp"], m["gz"] is not None)
+        current = by_stamp.get(sibling.stamp)
+        if current is None or (current.compressed and not sibling.compressed):
+            by_stamp[sibling.stamp] = sibling
+    return [by_stamp[s] for s in sorted(by_stamp)]
+
+
+def watch_roots(patterns: list[str]) -> list[tuple[str, bool]]:
+    """Directories to watch for new files: (directory, recursive) per pattern."""
+    roots = []
+    for pattern in patterns:
+        parts = pattern.split(os.sep)
+        fixed = []
+        for part in parts[:-1]:
+            if glob.has_magic(part):
+                break
+            fixed.append(part)
+        directory = os.sep.join(fixed) or os.sep
+        recursive = len(fixed) < len(parts) - 1
+        roots.append((directory, recursive))
+    return roots
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, notify: Callable[[str, bool], None]) -> None:
+        self._notify = notify
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        kind = event.event_type
+        if kind in ("opened", "closed_no_write"):
+            return
+        structural = kind not in ("modified", "closed")
+        path = event.src_path
+        self._notify(path if isinstance(path, str) else path.decode(), structural)
+        dest = getattr(event, "dest_path", "")
+        if dest:
+            self._notify(dest if isinstance(dest, str) else dest.decode(), True)
+
+
+class Watcher:
+    """inotify (through watchdog) on the directories that matter, reported as paths.
+
+    `notify(path, structural)` is called from the observer thread; structural means a file
+    appeared, moved or vanished (a rescan is due), otherwise it was written to.
+    """
+
+    def __init__(self, notify: Callable[[str, bool], None]) -> None:
+        self._observer = Observer()
+        self._observer.daemon = True
+        self._handler = _Handler(notify)
+        self._watches: dict[tuple[str, bool], ObservedWatch] = {}
+        self._lock = threading.Lock()
+        self._started = False
+
+    def start(self) -> None:
+        self._observer.start()
+        self._started = True
+
+    def watch(self, directory: str, recursive: bool = False) -> None:
+        """Start watching `directory` (idempotent; missing directories are skipped)."""
+        key = (directory, recursive)
+        with self._lock:
+            if key in self._watches or not os.path.isdir(directory):
+                return
+            try:
+                self._watches[key] = self._observer.schedule(
+                    self._handler, directory, recursive=recursive
+                )
+            except OSError as exc:
+                # Out of inotify watches or the like: the periodic rescan still finds files.
+                log.warning(
+                    "cannot watch directory; relying on rescans",
+                    extra={"directory": directory, "error": str(exc)},
+                )
+
+    def unwatch(self, directory: str, recursive: bool = False) -> None:
+        with self._lock:
+            watch = self._watches.pop((directory, recursive), None)
+            if watch is not None:
+                with contextlib.suppress(KeyError, OSError):
+                    self._observer.unschedule(watch)
+
+    def watched(self) -> set[str]:
+        with self._lock:
+            return {d for d, _ in self._watches}
+
+    def stop(self) -> None:
+        if self._started:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+            self._started = False

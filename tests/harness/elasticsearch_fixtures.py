@@ -1,0 +1,84 @@
+"""pytest fixtures for a real Elasticsearch (ES_URL, testcontainers, or the test distribution)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness.elasticsearch import DEFAULT_VERSION, ElasticsearchServer, EsTestClient
+from tests.harness.tls_proxy import TlsProxy
+
+
+def _docker_available() -> bool:
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture(scope="session")
+def es_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A session-wide Elasticsearch: $ES_URL, else testcontainers, else the test distribution."""
+    if os.environ.get("ES_URL"):
+        yield os.environ["ES_URL"].rstrip("/")
+        return
+    if _docker_available():
+        from testcontainers.elasticsearch import ElasticSearchContainer
+
+        image = f"docker.elastic.co/elasticsearch/elasticsearch:{DEFAULT_VERSION}"
+        with ElasticSearchContainer(image, mem_limit="1g").with_env(
+            "xpack.security.enabled", "false"
+        ) as container:
+            yield container.get_url()
+        return
+    server = ElasticsearchServer(tmp_path_factory.mktemp("es"), DEFAULT_VERSION)
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def es_client(es_url: str) -> EsTestClient:
+    return EsTestClient(es_url)
+
+
+@pytest.fixture
+def es_server_factory(
+    tmp_path: Path,
+) -> Iterator[Callable[..., ElasticsearchServer]]:
+    """Private servers for tests that stop, kill or configure Elasticsearch."""
+    if os.environ.get("ES_URL"):
+        pytest.skip("needs an Elasticsearch it can stop and configure; ES_URL points elsewhere")
+    started: list[ElasticsearchServer] = []
+
+    def make(settings: dict | None = None, version: str | None = None) -> ElasticsearchServer:
+        server = ElasticsearchServer(
+            tmp_path / f"es-{len(started)}", version or DEFAULT_VERSION, settings
+        )
+        started.append(server)
+        server.start()
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def tls_proxy_factory(tmp_path: Path) -> Iterator[Callable[[str, str, str], TlsProxy]]:
+    proxies: list[TlsProxy] = []
+
+    def make(upstream: str, username: str, password: str) -> TlsProxy:
+        proxy = TlsProxy(tmp_path / f"proxy-{len(proxies)}", upstream, username, password)
+        proxies.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in proxies:
+        proxy.stop()

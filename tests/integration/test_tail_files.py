@@ -1,0 +1,312 @@
+"""The tailer against real files: rename, gzip, truncate, unlink, symlinks, descriptor caps."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+from tests.support import Driver, KubeletDir, cri, gzip_file
+
+
+def lines(start: int, count: int) -> bytes:
+    return b"".join(cri(i) for i in range(start, start + count))
+
+
+def expected(start: int, count: int) -> list[str]:
+    return [f"line {i}" for i in range(start, start + count)]
+
+
+def driver(tmp_path: Path, **kw) -> Driver:  # type: ignore[no-untyped-def]
+    return Driver([str(tmp_path / "containers" / "*.log")], checkpoint_dir=tmp_path / "cp", **kw)
+
+
+def test_rename_rotation_reads_old_file_to_end_then_new_from_start(tmp_path):
+    k = KubeletDir(tmp_path)
+    d = driver(tmp_path)
+    k.write(lines(0, 10))
+    d.step()
+    # The runtime writes more to the old file just before and after the rename.
+    k.write(lines(10, 5))
+    rotated = k.rotate()
+    with open(rotated, "ab") as fh:
+        fh.write(lines(15, 3))
+    k.write(lines(18, 7))
+    d.step()
+    d.step()
+    assert d.messages() == expected(0, 25)
+    paths = {doc["log"]["file"]["path"] for _, doc in d.delivered}
+    assert paths == {str(k.link)}
+    assert d.tailer.stats.rotations == 1
+
+
+def test_rotations_never_opened_are_read_in_order_including_gzipped(tmp_path):
+    k = KubeletDir(tmp_path)
+    d = driver(tmp_path)
+    k.write(lines(0, 5))
+    d.step()
+    d.stop()  # shipper is down while the runtime rotates three times
+    k.write(lines(5, 5))
+    k.rotate()
+    k.write(lines(10, 5))
+    k.rotate()
+    k.write(lines(15, 5))
+    k.rotate()
+    k.write(lines(20, 5))
+    assert sorted(p.name for p in k.directory.iterdir()) == [
+        "0.log",
+        "0.log.20240301-000001.gz",
+        "0.log.20240301-000002.gz",
+        "0.log.20240301-000003",
+    ]
+    d.start()
+    d.step()
+    assert sorted(d.messages(), key=lambda m: int(m.split()[1])) == expected(0, 25)
+    assert len(d.messages()) == 25
+
+
+def test_restart_resumes_inside_a_compressed_rotation_at_the_committed_offset(tmp_path):
+    k = KubeletDir(tmp_path)
+    d = driver(tmp_path)
+    k.write(lines(0, 100))
+    d.step()
+    k.write(lines(100, 50))
+    d.stop()
+    k.rotate()  # 0.log (150 lines, 100 delivered) -> .000001
+    k.write(lines(150, 20))
+    k.rotate()  # -> .000002, and .000001 is gzip-compressed, its plain copy deleted
+    assert (k.directory / "0.log.20240301-000001.gz").exists()
+    assert not (k.directory / "0.log.20240301-000001").exists()
+    d.start()
+    d.step()
+    assert d.messages() == expected(0, 170)  # nothing twice: resumed at line 100
+
+
+def test_committed_offset_survives_restart_without_resending(tmp_path):
+    k = KubeletDir(tmp_path)
+    d = driver(tmp_path)
+    k.write(lines(0, 30))
+    d.step()
+    d.restart()
+    k.write(lines(30, 10))
+    d.step()
+    assert d.messages() == expected(0, 40)
+
+
+def test_crash_before_acknowledgement_resends_with_the_same_ids(tmp_path):
+    k = KubeletDir(tmp_path)
+    d = driver(tmp_path)
+    k.write(lines(0, 20))
+    d.step()
+    d.save()
+    k.write(lines(20, 20))
+    d.step(ack=False)  # sent, never acknowledged: kill -9
+    first_ids = {doc["message"]: i for i, doc in d.delivered}
+    d.restart(clean=False)
+    d.step()
+    assert Counter(d.messages()) == Counter(expected(0, 20) + expected(20, 20) * 2)
+    for doc_id, doc in d.delivered:
+        assert first_ids[doc["message"]] == doc_id  # Elasticsearch answers 409: no duplicate
+
+
+def test_copy_truncate_restarts_at_zero_and_is_counted(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_bytes(lines(0, 10))
+    d = Driver([str(log)], checkpoint_dir=tmp_path / "cp")
+    d.step()
+    os.truncate(log, 0)
+    d.step()
+    log.write_bytes(lines(10, 3))
+    d.step()
+    assert d.messages() == expected(0, 13)
+    assert d.tailer.stats.truncations == 1
+    ids = [i for i, _ in d.delivered]
+    assert len(set(ids)) == 13  # new text, new ids: not mistaken for the old lines
+
+
+def test_copy_truncate_with_a_copy_beside_it_loses_nothing(tmp_path):
+    k = KubeletDir(tmp_path)
+    d = driver(tmp_path)
+    k.write(lines(0, 10))
+    d.step()
+    k.write(lines(10, 10))  # not read yet when the copy is made and the file truncated
+    copy = k.directory / "0.log.20240301-000001"
+    copy.write_bytes(k.live.read_bytes())
+    os.truncate(k.live, 0)
+    k.write(lines(20, 5))  # the new text is shorter than what had been read
+    d.step()
+    d.step()
+    assert Counter(d.messages()) == Counter(expected(0, 25))
+
+
+def test_rewrite_in_place_past_the_read_position_is_noticed(tmp_path):
+    log = tmp_path / "app.log"
+    log.write_bytes(lines(0, 2))
+    d = Driver([str(log)], checkpoint_dir=tmp_path / "cp")
+    d.step()
+    with open(log, "r+b") as fh:  # same inode, new first line, longer than before
+        fh.truncate(0)
+        fh.write(lines(100, 6))
+    d.step()
+    assert d.messages() == expected(0, 2) + expected(100, 6)
+
+
+def test_deleted_file_is_read_to_its_end_through_the_open_descriptor(tmp_path):
+    k = KubeletDir(tmp_path)
+    d = driver(tmp_path, read_bytes=4096, tail={"chunk_bytes": 4096})
+    k.write(lines(0, 10))
+    d.step()
+    k.write(lines(10, 2000))
+    d.step(max_passes=1)  # only part of it is read
+    k.remove()
+    d.step()
+    assert d.messages() == expected(0, 2010)
+    assert d.tailer.cursors == []  # closed once read
+    assert d.tailer.stats.given_up_bytes == {}
+
+
+def test_deleted_files_beyond_the_limit_are_given_up_counted_and_logged(tmp_path, caplog):
+    dirs = [KubeletDir(tmp_path, pod=f"p{i}") for i in range(3)]
+    d = driver(tmp_path, tail={"deleted_max_files": 1}, buffer_max_bytes=65536)
+    for k in dirs:
+        k.write(lines(0, 5))
+    d.step()
+    for k in dirs:
+        k.write(lines(5, 3000))
+    d.step(ack=False, max_passes=3)  # budget spent: reading stalls
+    for k in dirs:
+        k.remove()
+    d.tailer.rescan(d.now + 1)
+    given_up = d.tailer.stats.given_up_bytes.get("deleted_file_limit", 0)
+    assert given_up > 0
+    assert d.tailer.stats.given_up_files["deleted_file_limit"] == 2
+    assert "giving up a deleted file" in caplog.text
+
+
+def test_renamed_file_keeps_its_identity_and_is_not_read_again(tmp_path):
+    a = tmp_path / "a.log"
+    a.write_bytes(lines(0, 5))
+    d = Driver([str(tmp_path / "*.log")], checkpoint_dir=tmp_path / "cp")
+    d.step()
+    os.rename(a, tmp_path / "b.log")
+    with open(tmp_path / "b.log", "ab") as fh:
+        fh.write(lines(5, 2))
+    d.step()
+    d.step()
+    assert d.messages() == expected(0, 7)
+
+
+def test_new_file_on_a_reused_path_is_a_new_file(tmp_path):
+    a = tmp_path / "a.log"
+    a.write_bytes(lines(0, 5))
+    d = Driver([str(a)], checkpoint_dir=tmp_path / "cp")
+    d.step()
+    d.stop()
+    a.unlink()
+    a.write_bytes(lines(50, 7))  # longer than the old committed offset, other first line
+    d.start()
+    d.step()
+    assert d.messages() == expected(0, 5) + expected(50, 7)
+
+
+def test_symlinks_are_followed_and_excludes_skip_files(tmp_path):
+    k = KubeletDir(tmp_path, pod="keep")
+    skip = KubeletDir(tmp_path, pod="skip-me")
+    k.write(lines(0, 3))
+    skip.write(lines(100, 3))
+    d = driver(tmp_path, tail={"exclude": ("skip-me_*",)})
+    d.step()
+    assert d.messages() == expected(0, 3)
+    doc = d.delivered[0][1]
+    assert doc["kubernetes"]["pod"]["name"] == "keep"
+    assert doc["kubernetes"]["pod"]["uid"] == "uid-keep"
+
+
+def test_open_descriptors_stay_within_the_cap_and_every_line_arrives(tmp_path):
+    dirs = [KubeletDir(tmp_path, pod=f"p{i:03d}") for i in range(60)]
+    for i, k in enumerate(dirs):
+        k.write(lines(i * 1000, 3))
+    d = driver(tmp_path, tail={"max_open_files": 8})
+    peak = 0
+    for round_ in range(4):
+        d.step(max_passes=1)
+        for _ in range(20):
+            d.step(max_passes=1)
+            peak = max(peak, d.tailer.open_files())
+        for i, k in enumerate(dirs):
+            k.write(lines(i * 1000 + 3 + round_, 1))
+        d.tailer.rescan(d.now)
+    d.step()
+    assert peak <= 8
+    want = [f"line {i * 1000 + j}" for i in range(60) for j in range(7)]
+    assert Counter(d.messages()) == Counter(want)
+
+
+def test_read_from_end_skips_existing_lines_of_files_seen_at_start(tmp_path):
+    k = KubeletDir(tmp_path)
+    k.write(lines(0, 10) + b"2024-03-01T10:00:00Z stdout F incomplete")
+    d = driver(tmp_path, tail={"read_from": "end"})
+    d.step()
+    k.write(b" line\n" + lines(10, 2))
+    d.step()
+    assert d.messages() == ["incomplete line", *expected(10, 2)]
+
+
+def test_files_appearing_later_are_read_from_the_start_even_with_read_from_end(tmp_path):
+    d = driver(tmp_path, tail={"read_from": "end"})
+    d.step()
+    k = KubeletDir(tmp_path)
+    k.write(lines(0, 4))
+    d.step()
+    assert d.messages() == expected(0, 4)
+
+
+def test_one_busy_file_does_not_starve_the_others(tmp_path):
+    busy = KubeletDir(tmp_path, pod="busy")
+    quiet = KubeletDir(tmp_path, pod="quiet")
+    busy.write(lines(0, 50_000))
+    quiet.write(lines(900_000, 1))
+    d = driver(tmp_path, read_bytes=512 * 1024, tail={"chunk_bytes": 64 * 1024})
+    d.step(max_passes=1)
+    assert "line 900000" in d.messages()
+    assert len(d.messages()) < 50_000
+
+
+def test_over_long_line_ships_its_head_flagged_and_counts_the_rest(tmp_path):
+    log = tmp_path / "app.log"
+    head = b"2024-03-01T10:00:00Z stdout F "
+    log.write_bytes(lines(0, 1) + head + b"x" * 300_000 + b"\n" + lines(1, 1))
+    d = Driver(
+        [str(log)],
+        checkpoint_dir=tmp_path / "cp",
+        tail={"max_line_bytes": 10_000, "chunk_bytes": 8192},
+    )
+    d.step()
+    msgs = d.messages()
+    assert msgs[0] == "line 0" and msgs[2] == "line 1"
+    long_doc = d.delivered[1][1]
+    assert "truncated" in long_doc["log"]["flags"]
+    assert long_doc["message"] == "x" * (10_000 - len(head))
+    assert long_doc["log"]["offset"] == len(cri(0))
+
+
+def test_unterminated_last_line_of_a_rotated_file_is_still_shipped(tmp_path):
+    k = KubeletDir(tmp_path)
+    d = driver(tmp_path)
+    k.write(lines(0, 2) + b"2024-03-01T10:00:00Z stdout F cut short")
+    d.step()
+    k.rotate()
+    d.step()
+    d.step()
+    assert d.messages() == [*expected(0, 2), "cut short"]
+
+
+def test_gzip_rotation_found_at_start_is_read_when_newer_than_the_horizon(tmp_path):
+    k = KubeletDir(tmp_path)
+    k.write(lines(0, 3))
+    old = k.rotate()
+    gzip_file(old)  # history from before shipper: not replayed
+    k.write(lines(3, 3))
+    d = driver(tmp_path)
+    d.step()
+    assert d.messages() == expected(3, 3)

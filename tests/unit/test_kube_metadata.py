@@ -1,0 +1,162 @@
+"""Pure logic of Kubernetes enrichment: pod objects to fields, keys, hints, the cache."""
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from parsers.filename import ContainerRef
+from shipper.kube.cache import PodCache
+from shipper.kube.keys import safe_key, safe_map
+from shipper.kube.pods import container_fields, hints, workload
+
+CID = "a" * 64
+
+
+def pod(
+    name="web-7d4b9c6f5d-x2x9q",
+    ns="shop",
+    uid="u-1",
+    labels=None,
+    annotations=None,
+    owner=("ReplicaSet", "web-7d4b9c6f5d"),
+    node="node-1",
+):
+    labels = {"app": "web", "pod-template-hash": "7d4b9c6f5d"} if labels is None else labels
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "uid": uid,
+            "labels": labels,
+            "annotations": annotations or {},
+            "ownerReferences": [{"kind": owner[0], "name": owner[1], "controller": True}]
+            if owner
+            else [],
+        },
+        "spec": {"nodeName": node, "containers": [{"name": "app", "image": "nginx:1.25"}]},
+        "status": {
+            "podIP": "10.0.0.7",
+            "containerStatuses": [
+                {
+                    "name": "app",
+                    "image": "docker.io/library/nginx:1.25",
+                    "containerID": f"containerd://{CID}",
+                }
+            ],
+        },
+    }
+
+
+def test_container_fields_carry_every_api_field():
+    doc = container_fields(
+        pod(annotations={"team": "a", "secret": "x"}), "app", {"env": "prod"}, ["team"], "node-1"
+    )
+    kube = doc["kubernetes"]
+    assert kube["pod"] == {"name": "web-7d4b9c6f5d-x2x9q", "uid": "u-1", "ip": "10.0.0.7"}
+    assert kube["namespace"] == "shop"
+    assert kube["node"] == {"name": "node-1"}
+    assert kube["labels"] == {"app": "web", "pod-template-hash": "7d4b9c6f5d"}
+    assert kube["namespace_labels"] == {"env": "prod"}
+    assert kube["annotations"] == {"team": "a"}  # only the allow-listed
+    assert kube["deployment"] == {"name": "web"}
+    assert kube["replicaset"] == {"name": "web-7d4b9c6f5d"}
+    assert doc["container"] == {
+        "id": CID,
+        "runtime": "containerd",
+        "image": {"name": "docker.io/library/nginx:1.25"},
+    }
+    assert doc["host"] == {"name": "node-1"}
+
+
+def test_owning_workloads():
+    assert workload(pod(owner=("StatefulSet", "db"))) == {"statefulset": {"name": "db"}}
+    assert workload(pod(owner=("DaemonSet", "agent"))) == {"daemonset": {"name": "agent"}}
+    assert workload(pod(owner=("Job", "report-28469120"))) == {
+        "job": {"name": "report-28469120"},
+        "cronjob": {"name": "report"},
+    }
+    assert workload(pod(owner=("Job", "migrate"))) == {"job": {"name": "migrate"}}
+    assert workload(pod(owner=None)) == {}
+    # a ReplicaSet not made by a Deployment (name does not end in the template hash)
+    assert workload(pod(owner=("ReplicaSet", "legacy"))) == {"replicaset": {"name": "legacy"}}
+
+
+def test_dotted_label_keys_become_siblings_not_objects():
+    assert safe_key("app.kubernetes.io/name") == "app_kubernetes_io/name"
+    labels = safe_map({"app": "x", "app.kubernetes.io/name": "y"})
+    assert labels == {"app": "x", "app_kubernetes_io/name": "y"}
+
+
+@given(st.dictionaries(st.text(min_size=1, max_size=30), st.text(max_size=10), max_size=20))
+def test_safe_keys_never_contain_dots_so_no_key_is_a_prefix_path(labels):
+    out = safe_map(labels)
+    assert all("." not in k for k in out)
+    assert len(out) <= len(labels)
+
+
+def test_hints_for_the_pod_and_one_container():
+    p = pod(
+        annotations={
+            "shipper.io/exclude-sidecar": "true",
+            "shipper.io/parser": "json",
+            "shipper.io/multiline": "java",
+        }
+    )
+    assert hints(p, "app") == hints(p, "app").__class__(False, "json", "java")
+    assert hints(p, "sidecar").excluded is True
+    assert hints(pod(annotations={"shipper.io/exclude": "TRUE"}), "app").excluded is True
+
+
+def ref(uid="u-1"):
+    return ContainerRef("shop", "web-7d4b9c6f5d-x2x9q", "app", CID, uid, 0)
+
+
+def test_handle_waits_for_an_unknown_pod_then_resolves_when_it_arrives():
+    cache = PodCache(node="node-1", wait_for_metadata=2.0)
+    handle = cache.handle(ref(), now=100.0)
+    assert not handle.resolved and handle.wait_until == 102.0
+    assert orjson.loads(b"{" + handle.fragment + b"}")["kubernetes"]["pod"]["name"] == (
+        "web-7d4b9c6f5d-x2x9q"
+    )
+    version = handle.version
+    cache.put_pod(pod())
+    assert handle.resolved
+    assert handle.version == version + 1
+    assert orjson.loads(b"{" + handle.fragment + b"}")["kubernetes"]["labels"]["app"] == "web"
+
+
+def test_relabelled_pod_updates_the_fragment_of_open_files():
+    cache = PodCache(node="node-1")
+    cache.put_pod(pod())
+    handle = cache.handle(ref(), now=0.0)
+    cache.put_pod(pod(labels={"app": "web", "version": "2"}))
+    labels = orjson.loads(b"{" + handle.fragment + b"}")["kubernetes"]["labels"]
+    assert labels == {"app": "web", "version": "2"}
+
+
+def test_deleted_pod_is_kept_for_the_grace_period():
+    cache = PodCache(node="node-1", deleted_pod_grace=300)
+    cache.put_pod(pod())
+    cache.delete_pod(pod(), now=1000.0)
+    cache.expire(1200.0)
+    assert cache.handle(ref(), now=0.0).resolved
+    cache.expire(1301.0)
+    assert not cache.handle(ref(), now=0.0).resolved
+
+
+def test_a_recreated_pod_with_the_same_name_is_not_mistaken_for_the_old_one():
+    cache = PodCache(node="node-1")
+    cache.put_pod(pod(uid="old"))
+    handle = cache.handle(ref(uid="new"), now=0.0)
+    assert not handle.resolved
+    cache.put_pod(pod(uid="new"))
+    assert handle.resolved
+
+
+def test_namespace_labels_reach_open_files():
+    cache = PodCache(node="node-1")
+    cache.put_pod(pod())
+    handle = cache.handle(ref(), now=0.0)
+    cache.put_namespace({"metadata": {"name": "shop", "labels": {"team": "payments"}}})
+    kube = orjson.loads(b"{" + handle.fragment + b"}")["kubernetes"]
+    assert kube["namespace_labels"] == {"team": "payments"}
