@@ -131,8 +131,10 @@ DEFAULT_CONTAINERS = [
 ]
 
 
-def _message(c: Container, i: int, rng: random.Random) -> str:
-    words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 30)))
+def _message(
+    c: Container, i: int, rng: random.Random, words_range: tuple[int, int] = (4, 30)
+) -> str:
+    words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(*words_range)))
     if c.kind == "json":
         return orjson.dumps(
             {
@@ -155,6 +157,7 @@ def write_tree(
     node: str = "node-1",
     seed: int = 1,
     start: datetime | None = None,
+    words: tuple[int, int] = (4, 30),
 ) -> dict[str, Any]:
     """Write the tree under `root`; return a manifest of what was written (for checks).
 
@@ -180,7 +183,7 @@ def write_tree(
             when = t0 + timedelta(milliseconds=37 * i, microseconds=rng.randint(0, 999))
             stamp = when.strftime("%Y-%m-%dT%H:%M:%S.%f") + f"{rng.randint(0, 999):03d}Z"
             stream = "stderr" if (c.kind == "java" and i % 50 == 25) or i % 17 == 0 else "stdout"
-            for line in _message(c, i, rng).split("\n"):
+            for line in _message(c, i, rng, words).split("\n"):
                 records += 1
                 if c.fmt == "cri":
                     out += cri_record(line.encode(), stream, stamp)

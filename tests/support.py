@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,7 @@ from shipper.kube.fragment import FileNameMetadata
 from shipper.pipeline import Pipeline, PipelineOptions
 from shipper.sinks.base import Batch
 from shipper.tail.tailer import TailOptions
+from tests.harness.elasticsearch import EsTestClient
 
 CONTAINER_ID = "c0ffee" + "0" * 58
 
@@ -378,3 +381,72 @@ def shipper_config(
     for name, values in sections.items():
         config.setdefault(name, {}).update(values)
     return config
+
+
+# ---- Elasticsearch checks ---------------------------------------------------------------
+
+_names = itertools.count()
+
+
+def stream_name() -> str:
+    """A fresh data stream name per test, so tests sharing one Elasticsearch never mix."""
+    return f"logs-t{uuid.uuid4().hex[:8]}{next(_names)}-default"
+
+
+def write_lines(k: KubeletDir, start: int, count: int, text: str = "seq") -> None:
+    k.write(b"".join(cri(i, text=f"{text} {i}") for i in range(start, start + count)))
+
+
+def seqs(client: EsTestClient, index: str, field: str = "message") -> list[int]:
+    """Every document's sequence number (the last word of `field`), duplicates included.
+
+    Pages through a point in time sorted by `_shard_doc`, so documents with equal file and
+    offset (rotations, copy-truncate) are neither skipped nor seen twice.
+    """
+    client.refresh(index)
+    status, pit = client.request("POST", f"/{index}/_pit?keep_alive=2m")
+    assert status == 200, pit
+    pit_id = pit["id"]
+    out: list[int] = []
+    after = None
+    try:
+        while True:
+            body: dict[str, Any] = {
+                "size": 10_000,
+                "pit": {"id": pit_id, "keep_alive": "2m"},
+                "sort": [{"_shard_doc": "asc"}],
+                "_source": [field],
+                "track_total_hits": False,
+            }
+            if after is not None:
+                body["search_after"] = after
+            status, result = client.request("POST", "/_search", body)
+            assert status == 200, result
+            hits = result["hits"]["hits"]
+            if not hits:
+                return out
+            pit_id = result.get("pit_id", pit_id)
+            for hit in hits:
+                value = hit["_source"]
+                for part in field.split("."):
+                    value = value[part]
+                out.append(int(str(value).split()[-1]))
+            after = hits[-1]["sort"]
+    finally:
+        client.request("DELETE", "/_pit", {"id": pit_id})
+
+
+def assert_exactly_once(got: list[int], expected: list[int] | range) -> None:
+    """Every expected sequence number exactly once; the differences named if not."""
+    want = sorted(expected)
+    if sorted(got) == want:
+        return
+    from collections import Counter
+
+    seen = Counter(got)
+    missing = [s for s in want if s not in seen]
+    extra = sorted(s for s, n in seen.items() if n > 1)
+    raise AssertionError(
+        f"{len(got)} documents for {len(want)} lines: {len(missing)} missing "
+        f"(first {missing[:10]}), {len(extra)} duplicated (first {extra[:10]})"
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import time
 import uuid
 from pathlib import Path
@@ -12,39 +11,18 @@ import pytest
 
 from shipper.samples import Container, write_tree
 from tests.harness.elasticsearch import EsTestClient
-from tests.support import KubeletDir, ShipperProcess, cri, shipper_config, wait_for
+from tests.support import (
+    KubeletDir,
+    ShipperProcess,
+    cri,
+    seqs,
+    shipper_config,
+    stream_name,
+    wait_for,
+    write_lines,
+)
 
 pytestmark = pytest.mark.elasticsearch
-
-_names = itertools.count()
-
-
-def stream_name() -> str:
-    return f"logs-t{uuid.uuid4().hex[:8]}{next(_names)}-default"
-
-
-def write_lines(k: KubeletDir, start: int, count: int, text: str = "seq") -> None:
-    k.write(b"".join(cri(i, text=f"{text} {i}") for i in range(start, start + count)))
-
-
-def seqs(client: EsTestClient, index: str, field: str = "message") -> list[int]:
-    """Every document's sequence number (from its message), via a scroll-free search_after."""
-    client.refresh(index)
-    out: list[int] = []
-    after = None
-    while True:
-        body = {
-            "size": 10_000,
-            "sort": [{"log.file.path": "asc"}, {"log.offset": "asc"}],
-            "_source": [field],
-        }
-        if after is not None:
-            body["search_after"] = after
-        hits = client.search(index, body)["hits"]["hits"]
-        if not hits:
-            return out
-        out += [int(h["_source"][field].split()[-1]) for h in hits]
-        after = hits[-1]["sort"]
 
 
 def run_once(tmp: Path, config: dict, timeout: float = 600) -> ShipperProcess:

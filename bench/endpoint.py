@@ -1,0 +1,146 @@
+"""A stand-in for Elasticsearch's HTTP API, for measuring shipper rather than the cluster.
+
+Two modes, one process (run it apart from shipper so its CPU is not counted):
+
+- instant: answers `_bulk` at once, item by item as Elasticsearch does (`201` for every
+  `create`), plus the few calls shipper makes at start (version, index templates).
+- forward: passes every request to a real Elasticsearch and, for `_bulk`, records for each
+  document the delay from its `@timestamp` (the moment the line was written) to the moment
+  Elasticsearch's answer came back, which is when shipper sees the acknowledgement.
+
+`GET /_bench/stats` returns {"documents", "requests", "bytes", "delays": [seconds...]} and
+`POST /_bench/reset` clears them.
+
+    python -m bench.endpoint --port 9299 [--forward http://127.0.0.1:9200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import time
+from datetime import datetime
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+VERSION = {"name": "bench", "version": {"number": "9.5.3"}, "tagline": "You Know, for Search"}
+CREATED = b'{"create":{"status":201}}'
+
+
+class Endpoint:
+    def __init__(self, forward: str | None) -> None:
+        self.forward = forward.rstrip("/") if forward else None
+        self.session: aiohttp.ClientSession | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        self.documents = 0
+        self.requests = 0
+        self.bytes = 0
+        self.delays: list[float] = []
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        if path == "/_bench/stats":
+            body = {
+                "documents": self.documents,
+                "requests": self.requests,
+                "bytes": self.bytes,
+                "delays": self.delays,
+            }
+            return web.Response(body=orjson.dumps(body), content_type="application/json")
+        if path == "/_bench/reset":
+            self.reset()
+            return web.Response(body=b"{}", content_type="application/json")
+        raw = await request.read()
+        if self.forward is not None:
+            return await self._forward(request, raw)
+        if path.endswith("/_bulk"):
+            body = (
+                gzip.decompress(raw) if request.headers.get("Content-Encoding") == "gzip" else raw
+            )
+            self.requests += 1
+            self.bytes += len(raw)
+            items = body.count(b"\n") // 2
+            self.documents += items
+            out = b'{"errors":false,"items":[' + b",".join([CREATED] * items) + b"]}"
+            return _json(out)
+        if path.startswith("/_index_template/"):
+            if request.method == "GET":
+                return _json(b'{"error":"not found","status":404}', 404)
+            return _json(b'{"acknowledged":true}')
+        if path == "/":
+            return _json(orjson.dumps(VERSION))
+        return _json(b'{"acknowledged":true}')
+
+    async def _forward(self, request: web.Request, raw: bytes) -> web.StreamResponse:
+        if self.session is None:
+            self.session = aiohttp.ClientSession(auto_decompress=False)
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() not in ("host", "content-length", "transfer-encoding")
+        }
+        async with self.session.request(
+            request.method,
+            self.forward + request.path_qs,
+            data=raw if raw else None,
+            headers=headers,
+        ) as answer:
+            payload = await answer.read()
+            acknowledged = time.time()
+            status = answer.status
+            out_headers = {
+                k: v
+                for k, v in answer.headers.items()
+                if k.lower() in ("content-type", "content-encoding", "x-elastic-product")
+            }
+        if request.path.endswith("/_bulk") and status == 200:
+            body = (
+                gzip.decompress(raw) if request.headers.get("Content-Encoding") == "gzip" else raw
+            )
+            self.requests += 1
+            self.bytes += len(raw)
+            lines = body.split(b"\n")
+            for doc in lines[1::2]:
+                if not doc:
+                    continue
+                self.documents += 1
+                stamp = orjson.loads(doc).get("@timestamp")
+                if stamp:
+                    self.delays.append(acknowledged - _epoch(stamp))
+        return web.Response(body=payload, status=status, headers=out_headers)
+
+
+def _epoch(stamp: str) -> float:
+    """Seconds since the epoch of an RFC 3339 UTC time with up to nine fractional digits."""
+    head, _, frac = stamp.rstrip("Z").partition(".")
+    seconds = datetime.fromisoformat(head + "+00:00").timestamp()
+    return seconds + (float("0." + frac) if frac else 0.0)
+
+
+def _json(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(
+        body=body,
+        status=status,
+        content_type="application/json",
+        headers={"X-elastic-product": "Elasticsearch"},
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9299)
+    parser.add_argument("--forward", default=None, help="a real Elasticsearch to pass on to")
+    args = parser.parse_args()
+    endpoint = Endpoint(args.forward)
+    app = web.Application(client_max_size=1 << 30)
+    app.router.add_route("*", "/{tail:.*}", endpoint.handle)
+    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()
