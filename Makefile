@@ -1,5 +1,5 @@
 # The two commands of the README; both do all set-up first.
-.PHONY: demo test bench config-example
+.PHONY: demo test bench chaos config-example
 
 demo:
 	bash scripts/demo.sh
@@ -12,3 +12,6 @@ bench:
 
 config-example:
 	.venv/bin/python -m shipper.config > config.example.yaml
+
+chaos:
+	bash scripts/setup.sh && SHIPPER_CHAOS=full .venv/bin/pytest -m chaos -s

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -195,15 +196,25 @@ def run(config_path: str | None, once: bool) -> None:
       shipper run --config /etc/shipper/config.yaml
       shipper run --config backfill.yaml --once
     """
-    from shipper.app import run_daemon
+    # A SIGTERM that arrives while shipper is still starting (imports, config, the first
+    # checkpoint read) is kept and honoured once the loop runs: a clean stop, exit 0.
+    pending: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda number, _frame: pending.append(number))
+
+    from shipper.app import RunResult, run_daemon
     from shipper.checkpoint import CheckpointError
     from shipper.observe import setup_logging
     from shipper.sinks.elasticsearch import SinkStartError
 
+    def stop_if_asked(result: RunResult) -> None:
+        if pending:
+            result.pipeline.stop()
+
     cfg = _load(config_path)
     setup_logging(cfg.logging.level, cfg.logging.format)
     try:
-        asyncio.run(run_daemon(cfg, once=once))
+        asyncio.run(run_daemon(cfg, once=once, on_start=stop_if_asked))
     except (CheckpointError, SinkStartError) as exc:
         raise Failure(str(exc)) from None
     except ConfigError as exc:

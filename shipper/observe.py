@@ -314,3 +314,6 @@ def setup_logging(level: str = "info", fmt: str = "json") -> None:
         "asyncio",
     ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # The client's connection pool warns on every failed attempt; shipper logs its own
+    # retries (rate-limited, with the document count), so these would only be noise.
+    logging.getLogger("elastic_transport.node_pool").setLevel(logging.ERROR)

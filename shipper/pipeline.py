@@ -194,7 +194,9 @@ class Pipeline:
 
     async def _sleep(self, now: float) -> None:
         assert self._wake is not None
-        deadline = min(self.tailer.next_wakeup(), self._next_housekeeping)
+        deadline = self._next_housekeeping
+        if self.room() > 0:  # when the budget is spent, only an acknowledgement wakes us
+            deadline = min(deadline, self.tailer.next_wakeup())
         if self._batch.entries:
             deadline = min(deadline, self._batch.created + self.options.batch_max_delay)
         timeout = max(deadline - now, 0.0)

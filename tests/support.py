@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import yaml
@@ -243,9 +243,13 @@ class KubeletDir:
 
 
 def gzip_file(path: Path) -> Path:
+    """Compress a rotation as the kubelet does: into `<name>.tmp`, renamed to `<name>.gz`
+    once complete, then the plain file removed."""
     target = path.with_name(path.name + ".gz")
-    with open(path, "rb") as src, gzip.open(target, "wb") as dst:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(path, "rb") as src, gzip.open(tmp, "wb") as dst:
         shutil.copyfileobj(src, dst)
+    os.rename(tmp, target)
     path.unlink()
     return target
 
@@ -274,7 +278,10 @@ class ShipperProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.peak_rss_kib = 0
 
+    live: ClassVar[list[ShipperProcess]] = []  # killed by conftest after each test
+
     def start(self) -> ShipperProcess:
+        ShipperProcess.live.append(self)
         args = [*SHIPPER, "run", "--config", str(self.config_path)]
         if self.once:
             args.append("--once")
@@ -301,6 +308,14 @@ class ShipperProcess:
 
     def kill(self) -> int:
         return self.stop(signal.SIGKILL)
+
+    @classmethod
+    def kill_leftovers(cls) -> None:
+        """Kill processes a failed test left running (they would skew later tests)."""
+        for proc in cls.live:
+            if proc.running():
+                proc.kill()
+        cls.live.clear()
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -141,3 +141,9 @@ def test_kibana_saved_objects_target_the_default_data_stream():
     searches = [o for o in objects if o["type"] == "search"]
     assert searches and all(o["references"][0]["id"] == view["id"] for o in searches)
     assert "message" in searches[0]["attributes"]["columns"]
+
+
+def test_readme_documents_every_metric():
+    readme = (DEPLOY.parent / "README.md").read_text()
+    missing = [m.name for m in Metrics()._all if f"`{m.name}" not in readme]
+    assert not missing, f"metrics missing from the README's table: {missing}"
