@@ -68,7 +68,7 @@ def mixed_tree(root: Path, lines: int, pods: int = 50) -> dict[str, Any]:
         root,
         lines_per_container=max(1, lines // pods),
         containers=mixed_containers(pods),
-        words=(14, 40),
+        words=(12, 36),
     )
 
 
