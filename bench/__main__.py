@@ -205,6 +205,33 @@ def throughput(
     }
 
 
+def floor(tree: dict[str, Any], root: Path, url: str) -> dict[str, Any]:
+    """bench.floor over the same files: what the least Python can do costs per line."""
+    files = sorted(str(p) for p in (root / "var/log/pods").rglob("*.log"))
+    startup = _cpu_of([sys.executable, "-m", "bench.floor", url])
+    cpu = min(_cpu_of([sys.executable, "-m", "bench.floor", url, *files]) for _ in range(2))
+    lines = tree["records"]
+    return {
+        "case": "floor: bare Python loop (bench/floor.py), 250-byte CRI lines",
+        "lines": lines,
+        "cpu_s": cpu,
+        "startup_cpu_s": startup,
+        "lines_per_cpu_s": lines / cpu,
+        "lines_per_cpu_s_net": lines / max(cpu - startup, 1e-9),
+        "mib_per_cpu_s": tree["bytes"] / max(cpu - startup, 1e-9) / (1 << 20),
+        "wall_s": 0.0,
+        "peak_rss_mib": 0.0,
+    }
+
+
+def _cpu_of(args: list[str]) -> float:
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{args[:3]} failed")
+    return usage.ru_utime + usage.ru_stime
+
+
 def memory(work: Path, files: int, url: str) -> dict[str, Any]:
     root = work / f"files-{files}"
     tree = loadgen.mixed_tree(root, lines=files * 200, pods=files)
@@ -339,6 +366,9 @@ def main() -> None:
                 root, made = tree(name)
                 rows.append(throughput(work, made, root, url, label, enrich, **es))
                 print(rows[-1], flush=True)
+            root, made = tree("cri250")
+            rows.append(floor(made, root, url))
+            print(rows[-1], flush=True)
         results["throughput"] = rows
 
     if "elasticsearch" in args.only or "delay" in args.only:

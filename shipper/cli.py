@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import os
 import signal
@@ -201,6 +202,8 @@ def run(config_path: str | None, once: bool) -> None:
     pending: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda number, _frame: pending.append(number))
+    # `kill -USR1 <pid>` writes every thread's stack to stderr: for "why is it stuck?".
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     from shipper.app import RunResult, run_daemon
     from shipper.checkpoint import CheckpointError

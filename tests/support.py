@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import itertools
 import os
@@ -304,7 +305,17 @@ class ShipperProcess:
         self.sample_rss()
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        return self.wait(timeout)
+        try:
+            return self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            # Stuck: have it print every thread's stack (SIGUSR1), then fail with that.
+            self.proc.send_signal(signal.SIGUSR1)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(2)
+            raise AssertionError(
+                f"shipper did not exit {timeout}s after signal {sig}; its stacks and log:\n"
+                + self.logs()[-6000:]
+            ) from None
 
     def kill(self) -> int:
         return self.stop(signal.SIGKILL)

@@ -84,7 +84,9 @@ class KubeMetadata:
 
     def stop(self) -> None:
         for watch in self.watches:
-            watch.stop()
+            watch.signal_stop()
+        for watch in self.watches:
+            watch.join()
 
     def load_file(self, path: str) -> None:
         """A `kubectl get pods -A -o json` dump (a List, a single Pod, or NDJSON of pods)."""

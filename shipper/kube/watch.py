@@ -9,8 +9,10 @@ turns into a request storm; the log says what is wrong once in a while, not per 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -75,14 +77,29 @@ class ResourceWatch:
         self._thread.start()
 
     def stop(self) -> None:
+        self.signal_stop()
+        self.join()
+
+    def signal_stop(self) -> None:
+        """Ask the thread to end and break a watch it is blocked reading.
+
+        The socket is shut down rather than the response closed: closing waits for the
+        reading thread to let go of the connection, which a quiet watch may not do for a
+        minute; a shutdown makes its read return at once.
+        """
         self._stop.set()
         response = self._response
-        if response is not None:
-            try:
-                response.close()
-            except Exception:  # closing a dead socket may fail any way
-                pass
-        self._thread.join(timeout=5)
+        if response is None:
+            return
+        connection = getattr(response, "connection", None) or getattr(response, "_connection", None)
+        sock = getattr(connection, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def join(self, timeout: float = 5.0) -> None:
+        if self._thread.is_alive():
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         backoff = 0.5
