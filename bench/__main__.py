@@ -100,7 +100,12 @@ def config(work: Path, globs: list[str], url: str, pods_file: str | None, **elas
         "inputs": {"paths": globs},
         "checkpoint": {"path": str(checkpoint)},
         "kubernetes": {"enabled": pods_file is not None, "node_name": "node-1"},
-        "elasticsearch": {"hosts": [url], "data_stream": "logs-bench-default", **elastic},
+        # A fresh data stream per run: a second run into the same one would only meet 409s.
+        "elasticsearch": {
+            "hosts": [url],
+            "data_stream": f"logs-bench{time.monotonic_ns()}-default",
+            **elastic,
+        },
         "metrics": {"listen": "127.0.0.1:0"},
         "logging": {"level": "warning"},
     }

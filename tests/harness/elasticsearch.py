@@ -359,11 +359,17 @@ class EsTestClient:
 
     def count(self, index: str, query: dict[str, Any] | None = None) -> int:
         """Documents in `index` (refreshed first); 0 if it does not exist yet."""
-        self.refresh(index)
         body = {"query": query} if query else None
-        status, result = self.request(
-            "POST", f"/{index}/_count?ignore_unavailable=true&allow_no_indices=true", body
-        )
+        deadline = time.monotonic() + 60
+        while True:
+            self.refresh(index)
+            status, result = self.request(
+                "POST", f"/{index}/_count?ignore_unavailable=true&allow_no_indices=true", body
+            )
+            # A data stream created a moment ago may not have its shard started yet.
+            if status != 503 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         if status != 200:
             raise AssertionError(f"count {index}: {status} {result}")
         return int(result["count"])
