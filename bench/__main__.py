@@ -35,7 +35,7 @@ import orjson
 import yaml
 
 from bench import loadgen
-from bench.parse import main as parse_bench
+from bench.parse import run as parse_bench
 from tests.harness.elasticsearch import ElasticsearchServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -242,14 +242,15 @@ def memory(work: Path, files: int, url: str) -> dict[str, Any]:
     tree = loadgen.mixed_tree(root, lines=files * 200, pods=files)
     cfg = config(work, [str(root / "var/log/containers/*.log")], url, tree["pods_file"])
     with daemon(cfg, work) as (proc, log):
-        _wait(
-            lambda: (
-                metrics(proc, log).get("shipper_documents_indexed_total", 0)
-                >= tree["records"] * 0.99
-            ),
-            600,
-            f"{files} files shipped",
-        )
+
+        def shipped() -> bool:  # every line read and every document acknowledged
+            m = metrics(proc, log)
+            return (
+                m.get("shipper_lines_read_total", 0) >= tree["records"]
+                and m.get("shipper_in_flight_bytes", 1) == 0
+            )
+
+        _wait(shipped, 600, f"{files} files shipped")
         cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
         time.sleep(20)  # idle: caught up, nothing new written
         idle = (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
