@@ -33,6 +33,8 @@ from shipper.sinks.base import Batch, Sink
 from shipper.tail.reader import Chunk, FileCursor
 from shipper.tail.tailer import Finished, Item, Restarted, Tailer, TailOptions
 
+WAKE_INTERVAL = 0.05  # seconds between read passes when data trickles in
+
 log = logging.getLogger(__name__)
 
 
@@ -103,6 +105,7 @@ class Pipeline:
         self._saving = False
         self._last_beat = time.monotonic()
         self._next_housekeeping = 0.0
+        self._last_wake = 0.0
         self._next_expire = 0.0
         self.finished_once = False
         self.encode_stats = EncodeStats()
@@ -203,11 +206,21 @@ class Pipeline:
         if timeout <= 0:
             await asyncio.sleep(0)
             return
+        # Data trickling in (a write every few milliseconds) is read in passes at most
+        # every WAKE_INTERVAL: each pass has a fixed cost, and a wake-up per write made a
+        # slow writer as expensive as a fast one. A backlog never comes here (the loop
+        # reads on while a pass finds data), so this only adds latency, never slowness.
+        gap = min(self._last_wake + WAKE_INTERVAL - time.monotonic(), timeout)
+        if gap > 0 and not self._stopping:
+            await asyncio.sleep(gap)
+            timeout -= gap
         # Cleared after waking, not before waiting: a wake-up that raced with this pass
         # then costs one extra pass instead of a missed notification.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+        if timeout > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
         self._wake.clear()
+        self._last_wake = time.monotonic()
 
     def save_checkpoints(self, only_if_urgent: bool = False) -> None:
         """Write the store now (blocking)."""
