@@ -211,6 +211,12 @@ def test_apiserver_down_records_flow_with_file_name_metadata_then_enrichment_res
     server.start_apiserver()
     node.api = server.api_client()
     later = node.pod("later", labels={"app": "later"})
+
+    def enrichment_resumed() -> bool:  # the watch reconnects after its backoff
+        write(later, "probe", 1)
+        return any(labels_of(d) == {"app": "later"} for d in node.docs_with("probe"))
+
+    wait_for(enrichment_resumed, 120, "enrichment to resume")
     write(later, "after-outage")
     wait_for(lambda: len(node.docs_with("after-outage")) == 5, 120, "lines after the outage")
     metrics = node.shipper.metrics()
