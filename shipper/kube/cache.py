@@ -46,6 +46,9 @@ class PodCache:
     namespaces: dict[str, dict[str, str]] = field(default_factory=dict)
     _uses: dict[PodKey, list[_Use]] = field(default_factory=dict)
     synced: bool = False
+    # True from the start of an API watch until the first namespace list: a pod known
+    # before its namespace keeps its lines waiting (bounded) for the namespace labels.
+    namespaces_pending: bool = False
 
     # ---- files ---------------------------------------------------------------------------
 
@@ -54,15 +57,14 @@ class PodCache:
         if ref is None:
             return MetadataHandle(serialise(file_name_fields(None, self.node)))
         handle = MetadataHandle(serialise(file_name_fields(ref, self.node)))
+        handle.resolved = False
+        handle.wait_until = now + self.wait_for_metadata
         use = _Use(handle, ref)
         key = (ref.namespace, ref.pod)
         self._uses.setdefault(key, []).append(use)
         pod = self.pods.get(key)
         if pod is not None and _same_incarnation(pod.obj, ref):
             self._fill(use, pod.obj)
-        else:
-            handle.resolved = False
-            handle.wait_until = now + self.wait_for_metadata
         return handle
 
     def release(self, ref: ContainerRef | None, handle: MetadataHandle) -> None:
@@ -104,8 +106,15 @@ class PodCache:
 
     def replace_namespaces(self, items: Iterable[dict[str, Any]]) -> None:
         self.namespaces = {}
+        self.namespaces_pending = False
         for obj in items:
             self.put_namespace(obj)
+        for key, uses in self._uses.items():  # pods of namespaces not in the list
+            pod = self.pods.get(key)
+            for use in uses:
+                if not use.handle.resolved and pod is not None:
+                    if _same_incarnation(pod.obj, use.ref):
+                        self._fill(use, pod.obj)
 
     def put_namespace(self, obj: dict[str, Any]) -> None:
         meta = obj.get("metadata") or {}
@@ -156,7 +165,7 @@ class PodCache:
         handle.excluded = hint.excluded
         handle.parser = hint.parser
         handle.multiline = hint.multiline
-        handle.resolved = True
+        handle.resolved = not self.namespaces_pending or ref.namespace in self.namespaces
         handle.update(serialise(fields))
 
 

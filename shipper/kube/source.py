@@ -75,6 +75,7 @@ class KubeMetadata:
 
     def start_watches(self, api: Any, node: str) -> None:
         selector = f"spec.nodeName={node}" if node else ""
+        self.cache.namespaces_pending = True
         self.watches = [
             ResourceWatch(api, "/api/v1/pods", self.queue("pods"), selector, "pods"),
             ResourceWatch(api, "/api/v1/namespaces", self.queue("namespaces"), "", "namespaces"),

@@ -160,3 +160,24 @@ def test_namespace_labels_reach_open_files():
     cache.put_namespace({"metadata": {"name": "shop", "labels": {"team": "payments"}}})
     kube = orjson.loads(b"{" + handle.fragment + b"}")["kubernetes"]
     assert kube["namespace_labels"] == {"team": "payments"}
+
+
+def test_lines_wait_for_namespace_labels_while_the_namespace_list_is_pending():
+    cache = PodCache(node="node-1", wait_for_metadata=2.0, namespaces_pending=True)
+    cache.put_pod(pod())
+    handle = cache.handle(ref(), now=100.0)
+    assert not handle.resolved and handle.wait_until == 102.0
+    assert "labels" in orjson.loads(b"{" + handle.fragment + b"}")["kubernetes"]
+    cache.replace_namespaces([{"metadata": {"name": "shop", "labels": {"team": "payments"}}}])
+    assert handle.resolved
+    kube = orjson.loads(b"{" + handle.fragment + b"}")["kubernetes"]
+    assert kube["namespace_labels"] == {"team": "payments"}
+
+
+def test_a_pod_whose_namespace_is_not_listed_resolves_once_namespaces_are_synced():
+    cache = PodCache(node="node-1", namespaces_pending=True)
+    cache.put_pod(pod())
+    handle = cache.handle(ref(), now=0.0)
+    cache.replace_namespaces([{"metadata": {"name": "other"}}])
+    assert handle.resolved
+    assert "namespace_labels" not in orjson.loads(b"{" + handle.fragment + b"}")["kubernetes"]
