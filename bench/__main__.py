@@ -36,6 +36,7 @@ import yaml
 
 from bench import loadgen
 from bench.parse import run as parse_bench
+from shipper.observe import scrape
 from tests.harness.elasticsearch import ElasticsearchServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,16 +120,18 @@ def config(work: Path, globs: list[str], url: str, pods_file: str | None, **elas
 def run_once(cfg: Path) -> tuple[float, float, int]:
     """(CPU seconds, wall seconds, peak RSS KiB) of `shipper run --once`."""
     began = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shipper", "run", "--once", "--config", str(cfg)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-    )
+    usage = _run([sys.executable, "-m", "shipper", "run", "--once", "--config", str(cfg)])
+    return usage.ru_utime + usage.ru_stime, time.monotonic() - began, usage.ru_maxrss
+
+
+def _run(args: list[str]) -> Any:
+    """Run a child to its end; its resource usage (fails unless it exited 0)."""
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        raise SystemExit(f"shipper run --once exited {proc.returncode}")
-    return usage.ru_utime + usage.ru_stime, time.monotonic() - began, usage.ru_maxrss
+        raise SystemExit(f"{' '.join(args[:4])} exited {proc.returncode}")
+    return usage
 
 
 def cpu_seconds(pid: int) -> float:
@@ -150,14 +153,7 @@ def metrics(proc: subprocess.Popen[bytes], log: Path) -> dict[str, float]:
             port = int(orjson.loads(line)["address"].rsplit(":", 1)[1])
     if port is None:
         return {}
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
+    return scrape(f"127.0.0.1:{port}")
 
 
 @contextmanager
@@ -230,10 +226,7 @@ def floor(tree: dict[str, Any], root: Path, url: str) -> dict[str, Any]:
 
 
 def _cpu_of(args: list[str]) -> float:
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{args[:3]} failed")
+    usage = _run(args)
     return usage.ru_utime + usage.ru_stime
 
 

@@ -65,11 +65,11 @@ class Inputs:
     rescan_interval: float = _f(5.0, "how often the globs are matched again", "duration", min=0.1)
     idle_poll: float = _f(
         1.0,
-        "longest wait between checks of an idle file (inotify wakes sooner)",
+        "longest wait before an idle file is checked for new lines (a busy one: 50ms)",
         "duration",
         min=0.05,
     )
-    watch: bool = _f(True, "use inotify to notice new data and files at once", "bool")
+    watch: bool = _f(True, "use inotify to notice new, rotated and deleted files at once", "bool")
     deleted_files: DeletedFiles = _section(DeletedFiles, "bounds on deleted files held open")
 
 
@@ -185,7 +185,7 @@ class Elasticsearch:
 @dataclass(slots=True)
 class Buffer:
     max_bytes: int = _f(
-        67108864, "documents read but not yet acknowledged, at most", "size", min=65536
+        16777216, "documents read but not yet acknowledged, at most", "size", min=65536
     )
 
 

@@ -170,6 +170,24 @@ class Metrics:
         return ("\n".join(out) + "\n").encode()
 
 
+def parse_exposition(text: str) -> dict[str, float]:
+    """`render`'s output read back: {'name{labels}': value} (for tests and the bench)."""
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+def scrape(address: str, timeout: float = 10.0) -> dict[str, float]:
+    """GET http://<address>/metrics of a running shipper and parse it."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=timeout) as response:
+        return parse_exposition(response.read().decode())
+
+
 def _labels(names: tuple[str, ...], values: LabelValues) -> str:
     if not names:
         return ""

@@ -24,6 +24,7 @@ from parsers.decoder import DecoderOptions
 from shipper.checkpoint import CheckpointStore
 from shipper.document import DocumentEncoder
 from shipper.kube.fragment import FileNameMetadata
+from shipper.observe import scrape
 from shipper.pipeline import Pipeline, PipelineOptions
 from shipper.sinks.base import Batch
 from shipper.tail.tailer import TailOptions
@@ -373,18 +374,7 @@ class ShipperProcess:
 
     def metrics(self) -> dict[str, float]:
         """Scrape /metrics: {'name{labels}': value}."""
-        import urllib.request
-
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{self.metrics_port()}/metrics", timeout=10
-        ) as response:
-            text = response.read().decode()
-        values = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                values[name] = float(value)
-        return values
+        return scrape(f"127.0.0.1:{self.metrics_port()}")
 
 
 def shipper_config(

@@ -112,9 +112,8 @@ class PodCache:
         for key, uses in self._uses.items():  # pods of namespaces not in the list
             pod = self.pods.get(key)
             for use in uses:
-                if not use.handle.resolved and pod is not None:
-                    if _same_incarnation(pod.obj, use.ref):
-                        self._fill(use, pod.obj)
+                if not use.handle.resolved and pod and _same_incarnation(pod.obj, use.ref):
+                    self._fill(use, pod.obj)
 
     def put_namespace(self, obj: dict[str, Any]) -> None:
         meta = obj.get("metadata") or {}

@@ -12,7 +12,16 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import ObservedWatch
 
@@ -109,30 +118,35 @@ def watch_roots(patterns: list[str]) -> list[tuple[str, bool]]:
     return roots
 
 
+# Only files and directories appearing, moving or vanishing: inotify then never reports
+# writes (one event per write, each handled in Python by watchdog, cost more than the
+# polling that finds new data), nor the opens and closes shipper's own reads cause.
+_STRUCTURAL: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+]
+
+
 class _Handler(FileSystemEventHandler):
-    def __init__(self, notify: Callable[[str, bool], None]) -> None:
+    def __init__(self, notify: Callable[[], None]) -> None:
         self._notify = notify
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        kind = event.event_type
-        if kind in ("opened", "closed_no_write"):
-            return
-        structural = kind not in ("modified", "closed")
-        path = event.src_path
-        self._notify(path if isinstance(path, str) else path.decode(), structural)
-        dest = getattr(event, "dest_path", "")
-        if dest:
-            self._notify(dest if isinstance(dest, str) else dest.decode(), True)
+        self._notify()
 
 
 class Watcher:
-    """inotify (through watchdog) on the directories that matter, reported as paths.
+    """inotify (through watchdog) on the directories that matter.
 
-    `notify(path, structural)` is called from the observer thread; structural means a file
-    appeared, moved or vanished (a rescan is due), otherwise it was written to.
+    `notify()` is called from the observer thread when a file or directory appeared,
+    moved or vanished there: a rescan is due.
     """
 
-    def __init__(self, notify: Callable[[str, bool], None]) -> None:
+    def __init__(self, notify: Callable[[], None]) -> None:
         self._observer = Observer()
         self._observer.daemon = True
         self._handler = _Handler(notify)
@@ -152,7 +166,7 @@ class Watcher:
                 return
             try:
                 self._watches[key] = self._observer.schedule(
-                    self._handler, directory, recursive=recursive
+                    self._handler, directory, recursive=recursive, event_filter=_STRUCTURAL
                 )
             except OSError as exc:
                 # Out of inotify watches or the like: the periodic rescan still finds files.

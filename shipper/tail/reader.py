@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, BinaryIO
 
@@ -88,7 +88,7 @@ class FileCursor:
     _skip_from: int = -1  # offset of an over-long line being skipped, -1 if none
     _skip_head: bytes = b""
     _position: int = 0
-    _chunks: list[Chunk] = field(default_factory=list)
+    _last_stat: tuple[int, int, int, int] = (-1, 0, 0, 0)
 
     def __post_init__(self) -> None:
         self.id_prefix = id_prefix(self.key)
@@ -128,6 +128,7 @@ class FileCursor:
         self._skip_from = -1
         self._skip_head = b""
         self._position = self.offset
+        self._last_stat = (-1, 0, 0, 0)
 
     def close(self) -> None:
         """Close the descriptor; unconsumed bytes after `offset` will be read again."""
@@ -138,6 +139,7 @@ class FileCursor:
         self._skip_from = -1
         self._skip_head = b""
         self._position = self.offset
+        self._last_stat = (-1, 0, 0, 0)
 
     def read(self, limit: int) -> list[Chunk] | None:
         """Read up to `limit` bytes; return the complete lines as chunks (maybe none).
@@ -159,9 +161,9 @@ class FileCursor:
             raise ContentReplaced(self.path)
         self.eof = len(data) < limit and not self.compressed
         self._position += len(data)
-        chunks = self._chunks = []
+        chunks: list[Chunk] = []  # not kept on the cursor: it would pin the block
         if self._skip_from >= 0:
-            data = self._skip(data)
+            data = self._skip(data, chunks)
             if data is None:
                 return chunks
         buf = self._carry + data if self._carry else data
@@ -182,7 +184,7 @@ class FileCursor:
             self._carry = b""
         return chunks
 
-    def _skip(self, data: bytes) -> bytes | None:
+    def _skip(self, data: bytes, chunks: list[Chunk]) -> bytes | None:
         """Consume the rest of an over-long line; return what follows it, if anything."""
         end = data.find(b"\n")
         if end < 0:
@@ -190,7 +192,7 @@ class FileCursor:
             return None
         self.dropped_bytes += end
         line_end = self._position - len(data) + end + 1
-        self._chunks.append(
+        chunks.append(
             Chunk(self, self._skip_from, self._skip_head, line_end, True, self.id_prefix, self.key)
         )
         self.offset = line_end
@@ -242,6 +244,18 @@ class FileCursor:
         st = os.fstat(self._fh.fileno())
         return st.st_size
 
+    def stat_if_changed(self) -> os.stat_result | None:
+        """fstat of the open file if its size, times or links changed since the last call;
+        None when closed, compressed or unchanged (an idle file costs one fstat a poll)."""
+        if self._fh is None or self.compressed:
+            return None
+        st = os.fstat(self._fh.fileno())
+        seen = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink)
+        if seen == self._last_stat:
+            return None
+        self._last_stat = seen
+        return st
+
     def links(self) -> int:
         """Hard links left (0: deleted, only our descriptor keeps it)."""
         if self._fh is None:
@@ -256,5 +270,6 @@ class FileCursor:
         self._skip_from = -1
         self._skip_head = b""
         self._position = 0
+        self._last_stat = (-1, 0, 0, 0)
         if self._fh is not None:
             self._fh.seek(0)

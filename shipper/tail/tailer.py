@@ -3,7 +3,10 @@
 The tailer owns every open file. It is driven by the pipeline, which calls `read` for
 the next batch of chunks; between calls it sleeps until `next_wakeup` or until the
 watcher reports a change. Discovery is a glob rescan, run periodically and soon after
-inotify reports a file appearing, moving or vanishing.
+inotify reports a file appearing, moving or vanishing. New data is found by polling: a
+file that just gave data is read again 50 ms later, an idle one at most `idle_poll_max`
+later. Asking inotify for every write cost more than the reads it saved (one event per
+write, each handled in Python), and a busy file is read every pass anyway.
 
 Rotation (kubelet, containerd): `0.log` is renamed to `0.log.<stamp>` and a new `0.log`
 created. The renamed file keeps its cursor (same descriptor, same key) and is read to its
@@ -146,8 +149,9 @@ class Tailer:
         self._next_rescan = 0.0
         self._stopped = False
         self._lock = threading.Lock()
-        self._touched: set[str] = set()
         self._structural = False
+        self._next_pending_check = 0.0
+        self._pending_backoff = 0.0
         self.wakeup: Callable[[], None] | None = None
         self._watcher: Watcher | None = None
         self._watched_scopes: dict[str, int] = {}
@@ -193,33 +197,31 @@ class Tailer:
 
     # ---- notifications (any thread) --------------------------------------------------
 
-    def notify(self, path: str, structural: bool) -> None:
-        """A file changed (from the watcher thread): wake the reader."""
+    def notify(self) -> None:
+        """A file appeared, moved or vanished (from the watcher thread): rescan soon."""
         with self._lock:
-            first = not self._touched and not self._structural
-            if structural:
-                self._structural = True
-            else:
-                self._touched.add(path)
+            first = not self._structural
+            self._structural = True
         if first and self.wakeup is not None:
             self.wakeup()
 
     def _drain_notifications(self, now: float) -> None:
         with self._lock:
-            touched, self._touched = self._touched, set()
             structural, self._structural = self._structural, False
-        for path in touched:
-            cursor = self._by_real.get(path)
-            if cursor is not None:
-                cursor.backoff = 0.0
-                self._make_ready(cursor)
-            elif path in self._pending_reals():
-                structural = True
         if structural:
             self._next_rescan = min(self._next_rescan, now)
 
-    def _pending_reals(self) -> set[str]:
-        return {f.real for f in self._pending.values()}
+    def _check_pending(self, now: float) -> None:
+        """Files matched before their first line was complete: look at them again, soon
+        after they appeared and then less often (a container may never write)."""
+        if not self._pending or now < self._next_pending_check:
+            return
+        for f in list(self._pending.values()):
+            self._adopt(f, now)
+        self._pending_backoff = min(
+            max(self._pending_backoff * 2, 0.05), self.options.idle_poll_max
+        )
+        self._next_pending_check = now + self._pending_backoff
 
     # ---- reading ---------------------------------------------------------------------
 
@@ -229,6 +231,7 @@ class Tailer:
         self._drain_notifications(now)
         if now >= self._next_rescan:
             self.rescan(now)
+        self._check_pending(now)
         self._wake_due(now)
         out: list[Item] = self._later
         self._later = []
@@ -274,6 +277,8 @@ class Tailer:
         if self._ready:
             return self.clock()
         times = [self._next_rescan]
+        if self._pending:
+            times.append(self._next_pending_check)
         if self._idle:
             times.append(self._idle[0][0])
         return min(times)
@@ -326,12 +331,12 @@ class Tailer:
 
     def _at_end(self, cursor: FileCursor, now: float, out: list[Item]) -> None:
         """Nothing more to read for now: check for truncation, deletion and final close."""
-        size = cursor.stat_size()
-        if size is not None and (size < cursor.position or cursor.head_changed()):
-            self._truncated(cursor, size, now, out)
+        st = cursor.stat_if_changed()
+        if st is not None and (st.st_size < cursor.position or cursor.head_changed()):
+            self._truncated(cursor, st.st_size, now, out)
             return
         if cursor.state is State.LIVE:
-            if cursor.links() == 0:
+            if st is not None and st.st_nlink == 0:
                 self._set_state(cursor, State.DELETED, now)
             else:
                 self._sleep(cursor, now, 0.0)
@@ -492,6 +497,8 @@ class Tailer:
             if f.path not in self._pending:
                 self._pending[f.path] = f
                 self._watch_scope(scope)
+                self._pending_backoff = 0.0
+                self._next_pending_check = now + 0.05
             return
         if self._pending.pop(f.path, None) is not None:
             self._unwatch_scope(scope)
