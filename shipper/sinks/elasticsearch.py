@@ -134,6 +134,8 @@ class ElasticsearchSink:
         self._pump()
 
     def _pump(self) -> None:
+        if self._closing:  # a request cancelled by `close` must not start the next one
+            return
         while self._queue and len(self._tasks) < self.cfg.bulk.concurrency and self._ready_once:
             batch = self._queue.popleft()
             task = asyncio.create_task(self._deliver(batch))

@@ -42,21 +42,41 @@ class Found:
     size: int
 
 
-def expand(patterns: list[str], exclude: list[str]) -> dict[str, Found]:
-    """Every regular file the patterns match (following symlinks), minus the excluded."""
+# What a matched path resolved to, and where the path itself pointed ("" if not a link).
+Resolved = dict[str, tuple[str, str]]
+
+
+def expand(
+    patterns: list[str], exclude: list[str], resolved: Resolved | None = None
+) -> dict[str, Found]:
+    """Every regular file the patterns match (following symlinks), minus the excluded.
+
+    `resolved` (kept by the caller between scans, replaced in place) spares resolving a
+    path again while it is the same link to the same target (or still not a link):
+    `os.path.realpath` walks every component, and was most of an idle rescan's cost.
+    The caller clears it now and then, so a moved directory link is noticed too.
+    """
     found: dict[str, Found] = {}
+    cache: Resolved = {} if resolved is None else resolved
+    seen: Resolved = {}
     for pattern in patterns:
         for path in sorted(glob.iglob(pattern)):
             if path in found or excluded(path, exclude):
                 continue
             try:
-                real = os.path.realpath(path)
+                link = os.readlink(path) if os.path.islink(path) else ""
+                hit = cache.get(path)
+                real = hit[1] if hit is not None and hit[0] == link else os.path.realpath(path)
                 st = os.stat(real)
             except OSError:
                 continue  # a dangling link or a file gone between glob and stat
+            seen[path] = (link, real)
             if not _is_regular(st.st_mode):
                 continue
             found[path] = Found(path, real, st.st_dev, st.st_ino, st.st_size)
+    if resolved is not None:
+        resolved.clear()
+        resolved.update(seen)
     return found
 
 

@@ -32,6 +32,7 @@ from parsers.filename import container_ref
 from shipper.checkpoint import CheckpointStore
 from shipper.tail.discovery import (
     Found,
+    Resolved,
     Watcher,
     expand,
     rotated_siblings,
@@ -156,6 +157,8 @@ class Tailer:
         self._watcher: Watcher | None = None
         self._watched_scopes: dict[str, int] = {}
         self._later: list[Item] = []  # items produced outside `read` (rescans)
+        self._resolved: Resolved = {}
+        self._rescans = 0
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -448,7 +451,10 @@ class Tailer:
         """Match the globs again: new files, rotations, vanished links, rotated siblings."""
         now = self.clock() if now is None else now
         self._next_rescan = now + self.options.rescan_interval
-        found = expand(list(self.options.paths), list(self.options.exclude))
+        self._rescans += 1
+        if self._rescans % 12 == 0:  # a moved directory link is noticed within 12 rescans
+            self._resolved.clear()
+        found = expand(list(self.options.paths), list(self.options.exclude), self._resolved)
         for path, cursor in list(self.by_path.items()):
             f = found.get(path)
             if f is None:
@@ -617,7 +623,7 @@ class Tailer:
             self._new_cursor(
                 sib.path, sib.path, scope, key, st.st_dev, st.st_ino, offset, now, State.ROTATED
             )
-        if not any(c.scope == scope for c in self.by_key.values()) and not os.path.isdir(scope):
+        if not os.path.isdir(scope) and not any(c.scope == scope for c in self.by_key.values()):
             del self._groups[scope]
 
     def _check_open(self, now: float) -> None:

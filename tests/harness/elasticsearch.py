@@ -309,6 +309,12 @@ class ElasticsearchServer:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(60)
 
+    def freeze(self, frozen: bool = True) -> None:
+        """SIGSTOP (or SIGCONT) the whole server: connections open, nothing answered, as
+        in a long garbage-collection pause or a hung node."""
+        assert self._proc is not None
+        os.killpg(self._proc.pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

@@ -8,6 +8,7 @@ import urllib.request
 
 import pytest
 
+from tests.harness.elasticsearch import EsTestClient
 from tests.support import (
     KubeletDir,
     ShipperProcess,
@@ -107,3 +108,38 @@ def test_metrics_after_a_run_match_what_was_written(tmp_path, es_url, es_client)
     assert m["shipper_checkpoint_age_seconds"] < 60
     summary = shipper.summary()
     assert summary["lines_read"] == lines and summary["documents_indexed"] == events
+
+
+def test_sigterm_while_elasticsearch_hangs_exits_0_after_the_grace_and_loses_nothing(
+    tmp_path, es_server_factory
+):
+    server = es_server_factory()
+    client = EsTestClient(server.url)
+    ds = stream_name()
+    k = KubeletDir(tmp_path)
+    config = shipper_config(
+        [str(tmp_path / "containers/*.log")], tmp_path / "cp", server.url, shutdown={"grace": "1s"}
+    )
+    config["elasticsearch"].update(data_stream=ds, bulk={"max_delay": "50ms", "max_docs": 100})
+    write_lines(k, 0, 1_000)
+    first = ShipperProcess(tmp_path, config).start()
+    wait_for(lambda: client.count(ds) >= 1_000, 120, "the first 1000 documents")
+    server.freeze()
+    try:
+        write_lines(k, 1_000, 1_000)
+        wait_for(
+            lambda: first.metrics().get("shipper_in_flight_bytes", 0) > 0,
+            60,
+            "documents waiting for the frozen Elasticsearch",
+        )
+        assert first.stop(timeout=30) == 0, first.logs()[-2000:]
+    finally:
+        server.freeze(False)
+    logs = first.logs()
+    assert "shutdown grace period over" in logs
+    assert "Task was destroyed" not in logs and "Traceback" not in logs, logs[-3000:]
+
+    second = ShipperProcess(tmp_path, config).start()
+    wait_for(lambda: client.count(ds) >= 2_000, 120, "all 2000 documents")
+    assert second.stop() == 0
+    assert_exactly_once(seqs(client, ds), range(2_000))
