@@ -210,6 +210,7 @@ def tail_pipeline(
             read_from=read_from,
             rotate_wait=5.0 if follow else 0.0,
             rescan_interval=1.0 if follow else float("inf"),
+            idle_poll_max=0.25,  # at a terminal, a quiet pod's next line shows at once
             watch=follow,
         ),
         decoder=decoder or DecoderOptions(),

@@ -64,7 +64,7 @@ class Inputs:
     )
     rescan_interval: float = _f(5.0, "how often the globs are matched again", "duration", min=0.1)
     idle_poll: float = _f(
-        1.0,
+        0.5,
         "longest wait before an idle file is checked for new lines (a busy one: 50ms)",
         "duration",
         min=0.05,

@@ -68,7 +68,7 @@ class TailOptions:
     deleted_max_seconds: float = 600.0
     deleted_max_files: int = 64
     rescan_interval: float = 5.0
-    idle_poll_max: float = 1.0
+    idle_poll_max: float = 0.5
     watch: bool = True
 
 
