@@ -331,7 +331,8 @@ def main() -> None:
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="shipper-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"machine": machine(), "command": " ".join(sys.argv)}
+    command = " ".join(["python -m bench", *sys.argv[1:]])
+    results: dict[str, Any] = {"machine": machine(), "command": command}
 
     if "parse" in args.only:
         results["parse"] = parse_bench()
