@@ -121,11 +121,13 @@ class Driver:
         options = PipelineOptions(
             tail=TailOptions(
                 paths=tuple(self.paths),
-                watch=False,
-                rescan_interval=0.0,
-                rotate_wait=0.0,
-                idle_poll_max=0.0,
-                **self.tail,
+                **{
+                    "watch": False,
+                    "rescan_interval": 0.0,
+                    "rotate_wait": 0.0,
+                    "idle_poll_max": 0.0,
+                    **self.tail,
+                },
             ),
             decoder=self.decoder,
             read_bytes=self.read_bytes,

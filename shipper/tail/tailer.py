@@ -220,7 +220,16 @@ class Tailer:
         if not self._pending or now < self._next_pending_check:
             return
         for f in list(self._pending.values()):
-            self._adopt(f, now)
+            try:
+                st = os.stat(f.real)
+            except OSError:
+                st = None
+            if st is None or (st.st_dev, st.st_ino) != (f.dev, f.ino):
+                # Replaced since it was matched (rotated before its first line was
+                # complete): only a rescan sees the whole picture, rotations included.
+                self._next_rescan = min(self._next_rescan, now)
+                continue
+            self._adopt(Found(f.path, f.real, f.dev, f.ino, st.st_size), now)
         self._pending_backoff = min(
             max(self._pending_backoff * 2, 0.05), self.options.idle_poll_max
         )
@@ -651,11 +660,14 @@ class Tailer:
     def _give_up(self, cursor: FileCursor, reason: str) -> None:
         size = cursor.stat_size() or cursor.position
         lost = max(size - cursor.offset, 0)
-        log.warning(
-            "giving up a deleted file before reading it to the end",
-            extra={"file": cursor.path, "reason": reason, "bytes_given_up": lost},
-        )
-        self.stats.give_up(reason, lost)
+        if lost:
+            log.warning(
+                "giving up a deleted file before reading it to the end",
+                extra={"file": cursor.path, "reason": reason, "bytes_given_up": lost},
+            )
+            self.stats.give_up(reason, lost)
+        else:  # read to its end already: only the wait for late writes is cut short
+            log.debug("closing a deleted file early", extra={"file": cursor.path, "reason": reason})
         # The cursor ends here: what was read is still delivered and committed.
         cursor.finished = True
         self._drop(cursor)

@@ -40,6 +40,20 @@ def test_rename_rotation_reads_old_file_to_end_then_new_from_start(tmp_path):
     assert d.tailer.stats.rotations == 1
 
 
+def test_a_file_rotated_before_its_first_line_was_seen_complete_loses_nothing(tmp_path):
+    k = KubeletDir(tmp_path)
+    d = driver(tmp_path, tail={"rescan_interval": 3600.0})
+    d.step()  # 0.log is empty: matched, waiting for a first line to identify it by
+    k.write(lines(0, 5))
+    k.rotate(compress_older=False)  # ...rotated before anyone looked again
+    k.write(lines(5, 5))
+    d.step()  # the pending file is looked at again; no rescan is due
+    d.now += 3600
+    d.step()
+    d.step()
+    assert sorted(d.messages(), key=lambda m: int(m.split()[1])) == expected(0, 10)
+
+
 def test_rotations_never_opened_are_read_in_order_including_gzipped(tmp_path):
     k = KubeletDir(tmp_path)
     d = driver(tmp_path)
