@@ -510,10 +510,10 @@ class Tailer:
         fp = fingerprint(read_head(f.real, compressed))
         if fp is None:
             if f.path not in self._pending:
-                self._pending[f.path] = f
                 self._watch_scope(scope)
                 self._pending_backoff = 0.0
                 self._next_pending_check = now + 0.05
+            self._pending[f.path] = f  # as last matched: the inode it must still be
             return
         if self._pending.pop(f.path, None) is not None:
             self._unwatch_scope(scope)

@@ -54,6 +54,25 @@ def test_a_file_rotated_before_its_first_line_was_seen_complete_loses_nothing(tm
     assert sorted(d.messages(), key=lambda m: int(m.split()[1])) == expected(0, 10)
 
 
+def test_an_empty_file_replaced_by_another_empty_one_costs_one_rescan(tmp_path):
+    k = KubeletDir(tmp_path)
+    d = driver(tmp_path, tail={"rescan_interval": 3600.0})
+    d.step()
+    k.rotate(compress_older=False)  # nothing written yet, the runtime rotates anyway
+    rescans = d.tailer._rescans
+    for _ in range(2):  # the pending file is looked at, found replaced: one rescan
+        d.now += 1
+        d.step()
+    assert d.tailer._rescans == rescans + 1
+    for _ in range(3):  # from then on the new empty file is the one waited for
+        d.now += 1
+        d.step()
+    assert d.tailer._rescans == rescans + 1
+    k.write(lines(0, 3))
+    d.step()
+    assert d.messages() == expected(0, 3)
+
+
 def test_rotations_never_opened_are_read_in_order_including_gzipped(tmp_path):
     k = KubeletDir(tmp_path)
     d = driver(tmp_path)
