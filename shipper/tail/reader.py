@@ -124,17 +124,17 @@ class FileCursor:
                 self.truncations += 1
             fh.seek(self.offset)
         self._fh = fh
-        self._carry = b""
-        self._skip_from = -1
-        self._skip_head = b""
-        self._position = self.offset
-        self._last_stat = (-1, 0, 0, 0)
+        self._forget_read_state()
 
     def close(self) -> None:
         """Close the descriptor; unconsumed bytes after `offset` will be read again."""
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+        self._forget_read_state()
+
+    def _forget_read_state(self) -> None:
+        """Reading starts over at `offset`: no carried partial line, skip or last stat."""
         self._carry = b""
         self._skip_from = -1
         self._skip_head = b""
@@ -266,10 +266,6 @@ class FileCursor:
         """The file shrank below what was read (copy-truncate): read again from byte 0."""
         self.truncations += 1
         self.offset = 0
-        self._carry = b""
-        self._skip_from = -1
-        self._skip_head = b""
-        self._position = 0
-        self._last_stat = (-1, 0, 0, 0)
+        self._forget_read_state()
         if self._fh is not None:
             self._fh.seek(0)

@@ -230,9 +230,7 @@ class Tailer:
                 self._next_rescan = min(self._next_rescan, now)
                 continue
             self._adopt(Found(f.path, f.real, f.dev, f.ino, st.st_size), now)
-        self._pending_backoff = min(
-            max(self._pending_backoff * 2, 0.05), self.options.idle_poll_max
-        )
+        self._pending_backoff = self._backoff(self._pending_backoff)
         self._next_pending_check = now + self._pending_backoff
 
     # ---- reading ---------------------------------------------------------------------
@@ -325,9 +323,13 @@ class Tailer:
             cursor.queued = True
             self._ready.append(cursor)
 
+    def _backoff(self, previous: float, minimum: float = 0.0) -> float:
+        """The next wait for something idle: 50 ms, doubling up to `idle_poll_max`."""
+        return min(max(previous * 2, 0.05, minimum), self.options.idle_poll_max)
+
     def _sleep(self, cursor: FileCursor, now: float, minimum: float) -> None:
         """Poll the cursor again later, backing off while it stays idle."""
-        backoff = min(max(cursor.backoff * 2, 0.05, minimum), self.options.idle_poll_max)
+        backoff = self._backoff(cursor.backoff, minimum)
         if cursor.state is not State.LIVE:
             backoff = min(backoff, 0.25)
         cursor.backoff = backoff
