@@ -401,6 +401,13 @@ def shipper_config(
     return config
 
 
+def es_config(tmp: Path, url: str, ds: str, **sections: dict[str, Any]) -> dict[str, Any]:
+    """`shipper_config` for the files of KubeletDirs under `tmp`, into data stream `ds`."""
+    config = shipper_config([str(tmp / "containers/*.log")], tmp / "cp", url, **sections)
+    config["elasticsearch"]["data_stream"] = ds
+    return config
+
+
 # ---- Elasticsearch checks ---------------------------------------------------------------
 
 _names = itertools.count()

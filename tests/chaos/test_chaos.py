@@ -22,8 +22,8 @@ from tests.support import (
     ShipperProcess,
     assert_exactly_once,
     cri,
+    es_config,
     seqs,
-    shipper_config,
     stream_name,
     wait_for,
     write_lines,
@@ -99,12 +99,6 @@ def first_lines(dirs: list[KubeletDir], client: EsTestClient, ds: str) -> int:
         write_lines(k, i, 1)
     wait_for(lambda: client.count(ds) >= len(dirs), 120, "the first line of every file")
     return len(dirs)
-
-
-def es_config(tmp_path: Path, url: str, ds: str, **sections: dict) -> dict:
-    config = shipper_config([str(tmp_path / "containers/*.log")], tmp_path / "cp", url, **sections)
-    config["elasticsearch"]["data_stream"] = ds
-    return config
 
 
 def test_sigkill_every_few_seconds_during_a_run_with_rotations(tmp_path, es_url, es_client):

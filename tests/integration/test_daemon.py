@@ -14,6 +14,7 @@ from tests.support import (
     ShipperProcess,
     assert_exactly_once,
     cri,
+    es_config,
     seqs,
     shipper_config,
     stream_name,
@@ -117,10 +118,13 @@ def test_sigterm_while_elasticsearch_hangs_exits_0_after_the_grace_and_loses_not
     client = EsTestClient(server.url)
     ds = stream_name()
     k = KubeletDir(tmp_path)
-    config = shipper_config(
-        [str(tmp_path / "containers/*.log")], tmp_path / "cp", server.url, shutdown={"grace": "1s"}
+    config = es_config(
+        tmp_path,
+        server.url,
+        ds,
+        shutdown={"grace": "1s"},
+        elasticsearch={"bulk": {"max_delay": "50ms", "max_docs": 100}},
     )
-    config["elasticsearch"].update(data_stream=ds, bulk={"max_delay": "50ms", "max_docs": 100})
     write_lines(k, 0, 1_000)
     first = ShipperProcess(tmp_path, config).start()
     wait_for(lambda: client.count(ds) >= 1_000, 120, "the first 1000 documents")

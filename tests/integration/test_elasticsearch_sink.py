@@ -15,6 +15,7 @@ from tests.support import (
     KubeletDir,
     ShipperProcess,
     cri,
+    es_config,
     seqs,
     shipper_config,
     stream_name,
@@ -125,13 +126,7 @@ def test_elasticsearch_down_for_60s_mid_run_every_line_arrives_once_in_bounded_m
     client = EsTestClient(server.url)
     ds = stream_name()
     k = KubeletDir(tmp_path)
-    config = shipper_config(
-        [str(tmp_path / "containers/*.log")],
-        tmp_path / "cp",
-        server.url,
-        buffer={"max_bytes": "8MiB"},
-    )
-    config["elasticsearch"]["data_stream"] = ds
+    config = es_config(tmp_path, server.url, ds, buffer={"max_bytes": "8MiB"})
     shipper = ShipperProcess(tmp_path, config).start()
     written = 0
 
