@@ -34,7 +34,11 @@ def _section(cls: type, doc: str) -> Any:
 
 @dataclass(slots=True)
 class DeletedFiles:
-    max_open: int = _f(64, "deleted files kept open at most, oldest given up first", min=0)
+    max_open: int = _f(
+        64,
+        "deleted files kept open at most (once deleted for rotate_wait), oldest given up first",
+        min=0,
+    )
     max_seconds: float = _f(
         600.0,
         "how long a deleted, unread file stays open before its rest is given up",

@@ -266,16 +266,17 @@ class Pipeline:
                 if ctx is None:
                     continue
                 self._release_waiting(item.cursor, now, now_ts)
-                events = ctx.decoder.flush_all(now)
-                self._emit(
-                    item.cursor,
-                    ctx,
-                    events,
-                    item.cursor.offset,
-                    item.cursor.key,
-                    item.cursor.id_prefix,
-                    now_ts,
-                )
+                if not item.cursor.needs_key:  # else its text was handed on by Restarted
+                    events = ctx.decoder.flush_all(now)
+                    self._emit(
+                        item.cursor,
+                        ctx,
+                        events,
+                        item.cursor.offset,
+                        item.cursor.key,
+                        item.cursor.id_prefix,
+                        now_ts,
+                    )
                 self._holding.discard(item.cursor)
                 metrics.bytes_truncated.inc(ctx.decoder.dropped_bytes + item.cursor.dropped_bytes)
                 release = getattr(self.metadata, "release", None)

@@ -221,6 +221,7 @@ class KubeletDir:
         self.link = self.links / f"{pod}_{namespace}_{container}-{container_id}.log"
         os.symlink(self.live, self.link)
         self.rotations = 0
+        self._plain: list[Path] = []  # rotations not compressed yet, oldest first
 
     def write(self, data: bytes) -> None:
         with open(self.live, "ab") as fh:
@@ -233,11 +234,13 @@ class KubeletDir:
         rotated = self.directory / f"0.log.{stamp}"
         os.rename(self.live, rotated)
         self.live.touch()
+        self._plain.append(rotated)
         if compress_older:
-            for old in sorted(self.directory.glob("0.log.2*")):
-                if old == rotated or old.suffix == ".gz":
-                    continue
+            # Remembered rather than globbed: a directory of thousands of old rotations
+            # (the storm keeps them all) must not slow the writer down.
+            for old in self._plain[:-1]:
                 gzip_file(old)
+            del self._plain[:-1]
         return rotated
 
     def remove(self) -> None:

@@ -9,7 +9,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from watchdog.events import (
@@ -100,16 +100,21 @@ class Sibling:
 
 
 def rotated_siblings(real: str) -> list[Sibling]:
-    """Rotations of the file at `real` in its directory, oldest first.
-
-    When both a plain rotation and its compressed copy exist (compression in progress),
-    the plain one is listed: it is complete, the .gz may not be yet.
-    """
+    """Rotations of the file at `real` in its directory, oldest first."""
     directory, name = os.path.split(real)
     try:
         entries = os.listdir(directory)
     except OSError:
         return []
+    return rotations_among(directory, name, entries)
+
+
+def rotations_among(directory: str, name: str, entries: Iterable[str]) -> list[Sibling]:
+    """The rotations of `name` among the file names `entries` of `directory`, oldest first.
+
+    When both a plain rotation and its compressed copy exist (compression in progress),
+    the plain one is listed: it is complete, the .gz may not be yet.
+    """
     by_stamp: dict[str, Sibling] = {}
     for entry in entries:
         m = _ROTATION.fullmatch(entry)

@@ -68,6 +68,7 @@ class FileCursor:
     offset: int
     max_line_bytes: int
     ref: ContainerRef | None = None
+    origin: str = ""  # the live path its lines were written under (for a rotation)
     state: State = State.LIVE
     state_since: float = 0.0
     context: Any = None  # the pipeline's per-file state (decoder, encoder)
@@ -80,6 +81,7 @@ class FileCursor:
     needs_key: bool = False
     finished: bool = False
     eof: bool = False
+    superseded: bool = False  # rotated, and the runtime already writes to a new file
     next_poll: float = 0.0
     last_data: float = 0.0
     backoff: float = 0.0
@@ -92,6 +94,7 @@ class FileCursor:
 
     def __post_init__(self) -> None:
         self.id_prefix = id_prefix(self.key)
+        self.origin = self.origin or self.real
         self.compressed = is_compressed(self.real)
 
     @property

@@ -33,9 +33,11 @@ from shipper.checkpoint import CheckpointStore
 from shipper.tail.discovery import (
     Found,
     Resolved,
+    Sibling,
     Watcher,
     expand,
     rotated_siblings,
+    rotations_among,
     watch_roots,
 )
 from shipper.tail.identity import (
@@ -118,8 +120,29 @@ class _Group:
 
     live_real: str
     horizon: str
-    handled: set[str] = field(default_factory=set)  # rotated siblings already looked at
+    # Names in the directory already looked at (rotations handled, other files), so a
+    # directory holding hundreds of old rotations costs a listing, not a parse of each.
+    seen: set[str] = field(default_factory=set)
     finished: dict[str, int] = field(default_factory=dict)  # key -> end, for closed files
+    keys: dict[str, str] = field(default_factory=dict)  # rotation's name -> its file key
+    names: dict[str, int] = field(default_factory=dict)  # key -> how many names hold it
+    orphans: set[str] = field(default_factory=set)  # keys whose last name vanished
+
+    def name(self, name: str, key: str) -> None:
+        self.keys[name] = key
+        self.names[key] = self.names.get(key, 0) + 1
+        self.orphans.discard(key)
+
+    def unname(self, name: str) -> None:
+        key = self.keys.pop(name, None)
+        if key is None:
+            return
+        left = self.names[key] - 1
+        if left:
+            self.names[key] = left
+        else:
+            del self.names[key]
+            self.orphans.add(key)
 
 
 class Tailer:
@@ -159,6 +182,9 @@ class Tailer:
         self._later: list[Item] = []  # items produced outside `read` (rescans)
         self._resolved: Resolved = {}
         self._rescans = 0
+        self._last_rescan = -1.0
+        self._open = 0  # cursors holding a descriptor
+        self._cap_retry = 0.0  # at the descriptor cap with nothing to close: retry then
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -189,14 +215,20 @@ class Tailer:
                         "stopping with a deleted file not read to its end",
                         extra={"file": cursor.path, "bytes_given_up": left},
                     )
-            cursor.close()
+            self._close(cursor)
 
     @property
     def cursors(self) -> list[FileCursor]:
         return list(self.by_key.values())
 
     def open_files(self) -> int:
-        return sum(1 for c in self.by_key.values() if c.is_open)
+        return self._open
+
+    def _close(self, cursor: FileCursor) -> None:
+        """Close a cursor's descriptor (it can be opened again at its offset)."""
+        if cursor.is_open:
+            self._open -= 1
+        cursor.close()
 
     # ---- notifications (any thread) --------------------------------------------------
 
@@ -212,7 +244,10 @@ class Tailer:
         with self._lock:
             structural, self._structural = self._structural, False
         if structural:
-            self._next_rescan = min(self._next_rescan, now)
+            # Soon, but not more than 5 times a second: a burst of rotations in many
+            # directories is one rescan, not one per event.
+            soon = max(now, self._last_rescan + 0.2)
+            self._next_rescan = min(self._next_rescan, soon)
 
     def _check_pending(self, now: float) -> None:
         """Files matched before their first line was complete: look at them again, soon
@@ -254,7 +289,8 @@ class Tailer:
             if cursor.finished:
                 continue
             if cursor.needs_key and not self._rekey(cursor, out):
-                self._sleep(cursor, now, 0.25)
+                if not cursor.finished:
+                    self._sleep(cursor, now, 0.25)
                 continue
             if not cursor.is_open and not self._reopen(cursor, now, out):
                 continue
@@ -266,7 +302,7 @@ class Tailer:
                 continue
             except ReadError as exc:
                 log.error("read failed; will retry", extra={"file": cursor.path, "error": str(exc)})
-                cursor.close()
+                self._close(cursor)
                 self._sleep(cursor, now, 1.0)
                 continue
             if chunks is None:
@@ -355,10 +391,32 @@ class Tailer:
             else:
                 self._sleep(cursor, now, 0.0)
                 return
-        if now - cursor.state_since >= self.options.rotate_wait:
+        if self._complete(cursor) or now - cursor.state_since >= self.options.rotate_wait:
             self._finish(cursor, out)
         else:
             self._sleep(cursor, now, 0.0)
+
+    def _complete(self, cursor: FileCursor) -> bool:
+        """A file no longer live (rotated, and maybe deleted since, as the plain copy of a
+        compressed rotation is), read to its end, will get no more lines: it is compressed,
+        or the runtime was already writing to a new file at its path before this end was
+        reached. Finishing then, not `rotate_wait` later, keeps the descriptors held by a
+        burst of rotations down to about one per container.
+
+        The runtime reopens its log after the rename and then writes only to the new file,
+        so new lines there mean the old one is done. They are looked for first and the old
+        file read once more after, or its last lines (written just before the reopen)
+        could be missed; until then, or if the new file stays empty, `rotate_wait` holds.
+        """
+        if cursor.compressed or cursor.superseded:
+            return True
+        try:
+            st = os.stat(cursor.origin)
+        except OSError:
+            return False
+        if st.st_size > 0 and (st.st_dev, st.st_ino) != (cursor.dev, cursor.ino):
+            cursor.superseded = True  # the next end reached is the last
+        return False
 
     def _truncated(self, cursor: FileCursor, size: int, now: float, out: list[Item]) -> None:
         log.warning(
@@ -383,7 +441,7 @@ class Tailer:
                     st = os.stat(sib.path)
                 except OSError:
                     break
-                group.handled.add(sib.path)
+                group.seen.add(os.path.basename(sib.path))
                 self._new_cursor(
                     sib.path,
                     sib.path,
@@ -394,6 +452,7 @@ class Tailer:
                     old_offset,
                     now,
                     State.ROTATED,
+                    origin=cursor.real,
                 )
                 break
 
@@ -401,19 +460,35 @@ class Tailer:
         """Give a truncated file the key of its new content, once its first line is there."""
         fp = fingerprint(cursor.head())
         if fp is None:
+            if cursor.state is not State.LIVE:
+                # Gone (deleted, rotated) before a first line was complete: no new text
+                # can be told apart from another file's any more; it ends here.
+                self._end_unkeyed(cursor, out)
             return False
         key = file_key(cursor.scope, fp)
         if key in self.by_key:
             # Another cursor already follows this text (it was renamed and found as a
             # rotation first); this one has read nothing of it, so it simply ends.
-            cursor.finished = True
-            self._drop(cursor)
+            self._end_unkeyed(cursor, out)
             return False
         cursor.key = key
         cursor.id_prefix = id_prefix(key)
         cursor.needs_key = False
         self.by_key[key] = cursor
         return True
+
+    def _end_unkeyed(self, cursor: FileCursor, out: list[Item]) -> None:
+        if cursor.state is State.DELETED or cursor.state is State.DETACHED:
+            left = cursor.stat_size() or 0  # an unfinished first line, never shipped
+            if left:
+                self.stats.give_up("deleted_before_first_line", left)
+                log.warning(
+                    "a file was deleted before its first line was complete",
+                    extra={"file": cursor.path, "bytes_given_up": left},
+                )
+        cursor.finished = True
+        self._drop(cursor)
+        out.append(Finished(cursor))  # releases its metadata; nothing is left to flush
 
     def _forget_key(self, cursor: FileCursor) -> None:
         if self.by_key.get(cursor.key) is cursor:
@@ -435,7 +510,7 @@ class Tailer:
         self.stats.files_closed += 1
 
     def _drop(self, cursor: FileCursor) -> None:
-        cursor.close()
+        self._close(cursor)
         self._forget_key(cursor)
         if self.by_path.get(cursor.path) is cursor:
             del self.by_path[cursor.path]
@@ -462,6 +537,7 @@ class Tailer:
         """Match the globs again: new files, rotations, vanished links, rotated siblings."""
         now = self.clock() if now is None else now
         self._next_rescan = now + self.options.rescan_interval
+        self._last_rescan = now
         self._rescans += 1
         if self._rescans % 12 == 0:  # a moved directory link is noticed within 12 rescans
             self._resolved.clear()
@@ -499,6 +575,8 @@ class Tailer:
         """Same inode, other first line: rewritten in place (truncated and refilled past
         the read position between two looks); treat it as a truncation."""
         fp = fingerprint(cursor.head())
+        if not cursor.is_open and not _holds(cursor):
+            return  # read through its path, which has since led to the next file
         # No complete first line any more also means the text it was keyed on is gone.
         if fp is None or file_key(cursor.scope, fp) != cursor.key:
             self._truncated(cursor, f.size, now, self._later)
@@ -528,7 +606,8 @@ class Tailer:
                 return
             # A rotated or detached cursor whose file is matched again: follow it as live.
             existing.state = State.LIVE
-            existing.path, existing.real = f.path, f.real
+            existing.path, existing.real, existing.origin = f.path, f.real, f.real
+            existing.superseded = False
             self.by_path[f.path] = existing
             self._by_real[f.real] = existing
             self._make_ready(existing)
@@ -558,10 +637,12 @@ class Tailer:
         offset: int,
         now: float,
         state: State = State.LIVE,
+        origin: str = "",
     ) -> FileCursor:
         cursor = FileCursor(
             path=path,
             real=real,
+            origin=origin or real,
             scope=scope,
             key=key,
             dev=dev,
@@ -584,7 +665,11 @@ class Tailer:
         """Register a directory; True if it was known before (this run or a checkpoint)."""
         group = self._groups.get(scope)
         if group is not None:
-            group.live_real = real
+            if group.live_real != real:  # another live file (container restarted)
+                group.live_real = real
+                group.seen.clear()  # names skipped as not its rotations may be now
+                group.keys.clear()
+                group.names.clear()
             return True
         horizon = self.store.horizon(scope)
         known = horizon is not None
@@ -598,44 +683,89 @@ class Tailer:
         return known
 
     def _catch_up(self, scope: str, now: float) -> None:
-        """Open rotations of a followed file that no cursor has read (rotated while behind)."""
+        """Open rotations of a followed file that no cursor has read (rotated while behind),
+        and forget the checkpoints of rotations the runtime has deleted."""
         group = self._groups[scope]
-        siblings = rotated_siblings(group.live_real)
-        present = {s.path for s in siblings}
-        group.handled &= present
-        for sib in siblings:
-            if sib.stamp <= group.horizon or sib.path in group.handled:
-                continue
-            fp = fingerprint(read_head(sib.path, sib.compressed))
-            if fp is None:
-                continue  # still empty, or compression still being written
-            group.handled.add(sib.path)
-            key = file_key(scope, fp)
-            cursor = self.by_key.get(key)
-            if cursor is not None:
-                if not cursor.is_open and cursor.real != sib.path and not _holds(cursor):
-                    # A parked file was rotated (and maybe compressed): follow it there.
-                    cursor.real, cursor.compressed = sib.path, sib.compressed
-                continue
-            if key in group.finished:
-                continue
-            entry = self.store.get(key)
-            offset = entry.offset if entry is not None else 0
-            try:
-                st = os.stat(sib.path)
-            except OSError:
-                continue
-            if offset >= st.st_size if not sib.compressed else gzip_size_matches(sib.path, offset):
-                continue
-            log.info(
-                "reading a rotation no cursor had opened",
-                extra={"file": sib.path, "offset": offset},
-            )
-            self._new_cursor(
-                sib.path, sib.path, scope, key, st.st_dev, st.st_ino, offset, now, State.ROTATED
-            )
-        if not os.path.isdir(scope) and not any(c.scope == scope for c in self.by_key.values()):
+        try:
+            names = set(os.listdir(scope))
+        except OSError:
+            names = set()
+        seen = group.seen
+        # A key whose last file vanished at the previous look, still without one: its
+        # rotations are deleted, so its checkpoint can go (two looks, because a listing
+        # taken while a rotation is being compressed may show neither of its names).
+        for key in group.orphans:
+            if key not in self.by_key:
+                self.store.remove(key)
+        group.orphans.clear()
+        new = names - seen
+        vanished = seen - names
+        if new:
+            directory, live = os.path.split(group.live_real)
+            prefix = live + "."
+            for name in new:
+                if not name.startswith(prefix):
+                    seen.add(name)  # not a rotation of the live file: looked at once
+                elif name.endswith(".gz") and name[:-3] in group.keys:
+                    # The compressed copy of a rotation already handled (its plain copy
+                    # maybe deleted since): the same text.
+                    seen.add(name)
+                    group.name(name, group.keys[name[:-3]])
+        if vanished:
+            seen -= vanished
+            for name in vanished:
+                group.unname(name)
+        if new:
+            for sib in rotations_among(directory, live, new - seen):
+                self._catch_up_one(group, sib, now)
+        gone = not names and not os.path.isdir(scope)
+        if gone and not any(c.scope == scope for c in self.by_key.values()):
             del self._groups[scope]
+
+    def _catch_up_one(self, group: _Group, sib: Sibling, now: float) -> None:
+        scope = os.path.dirname(sib.path)
+        name = os.path.basename(sib.path)
+        if sib.stamp <= group.horizon:
+            group.seen.add(name)
+            return
+        fp = fingerprint(read_head(sib.path, sib.compressed))
+        if fp is None:
+            return  # still empty, or compression still being written: look again later
+        group.seen.add(name)
+        key = file_key(scope, fp)
+        group.name(name, key)
+        cursor = self.by_key.get(key)
+        if cursor is not None:
+            if not cursor.is_open and cursor.real != sib.path and not _holds(cursor):
+                # A parked file was rotated (and maybe compressed): follow it there.
+                cursor.real, cursor.compressed = sib.path, sib.compressed
+            return
+        if key in group.finished:
+            return
+        entry = self.store.get(key)
+        offset = entry.offset if entry is not None else 0
+        try:
+            st = os.stat(sib.path)
+        except OSError:
+            return
+        if offset >= st.st_size if not sib.compressed else gzip_size_matches(sib.path, offset):
+            return
+        log.debug(
+            "reading a rotation no cursor had opened",
+            extra={"file": sib.path, "offset": offset},
+        )
+        self._new_cursor(
+            sib.path,
+            sib.path,
+            scope,
+            key,
+            st.st_dev,
+            st.st_ino,
+            offset,
+            now,
+            State.ROTATED,
+            origin=group.live_real,
+        )
 
     def _check_open(self, now: float) -> None:
         """Notice deletions, and enforce the bounds on deleted files held open."""
@@ -653,8 +783,11 @@ class Tailer:
         deleted.sort(key=lambda c: c.state_since)
         excess = len(deleted) - self.options.deleted_max_files
         for i, cursor in enumerate(deleted):
-            too_old = now - cursor.state_since > self.options.deleted_max_seconds
-            if i < excess or too_old:
+            age = now - cursor.state_since
+            too_old = age > self.options.deleted_max_seconds
+            # Over the count only once it has had `rotate_wait` to be read: a burst of
+            # small rotations deleted as they are compressed is read, not given up.
+            if (i < excess and age >= self.options.rotate_wait) or too_old:
                 self._give_up(
                     cursor, "deleted_file_limit" if i < excess else "deleted_file_timeout"
                 )
@@ -677,7 +810,12 @@ class Tailer:
 
     def _reopen(self, cursor: FileCursor, now: float, out: list[Item]) -> bool:
         """Open a parked cursor, first closing an idle one if the descriptor cap is reached."""
-        if self.open_files() >= self.options.max_open_files and not self._park_one(cursor):
+        if self.open_files() >= self.options.max_open_files and (
+            now < self._cap_retry or not self._park_one(cursor)
+        ):
+            # Nothing to close (every open file busy or not live): wait, and do not look
+            # again for each of the files waiting to be opened.
+            self._cap_retry = max(self._cap_retry, now + 0.25)
             self._sleep(cursor, now, 0.25)
             return False
         try:
@@ -700,17 +838,35 @@ class Tailer:
                 cursor.open()
             except (OSError, EOFError):
                 return False
+        self._open += 1
         self.stats.files_opened += 1
         return True
 
     def _find_moved(self, cursor: FileCursor) -> str | None:
+        """Where a file that could not be opened went: its compressed copy, a rotation
+        (same inode), or any rotation with its first line (looked at last: each .gz one
+        costs a decompression, and a directory may hold hundreds)."""
         group = self._groups.get(cursor.scope)
         if group is None:
             return None
-        for sib in rotated_siblings(group.live_real):
-            if file_key(cursor.scope, fingerprint(read_head(sib.path, sib.compressed)) or "") == (
-                cursor.key
-            ):
+
+        def holds_key(path: str, compressed: bool) -> bool:
+            fp = fingerprint(read_head(path, compressed))
+            return fp is not None and file_key(cursor.scope, fp) == cursor.key
+
+        if not cursor.compressed and holds_key(cursor.real + ".gz", True):
+            return cursor.real + ".gz"
+        siblings = rotated_siblings(group.live_real)
+        for sib in reversed(siblings):
+            if not sib.compressed:
+                try:
+                    st = os.stat(sib.path)
+                except OSError:
+                    continue
+                if (st.st_dev, st.st_ino) == (cursor.dev, cursor.ino):
+                    return sib.path
+        for sib in reversed(siblings):
+            if holds_key(sib.path, sib.compressed):
                 return sib.path
         return None
 
@@ -724,7 +880,7 @@ class Tailer:
         if not candidates:
             return False
         victim = min(candidates, key=lambda c: c.last_data)
-        victim.close()
+        self._close(victim)
         self.stats.parked += 1
         return True
 

@@ -73,6 +73,110 @@ def test_an_empty_file_replaced_by_another_empty_one_costs_one_rescan(tmp_path):
     assert d.messages() == expected(0, 3)
 
 
+def test_a_rotated_file_is_closed_once_the_runtime_writes_to_the_new_one(tmp_path, monkeypatch):
+    k = KubeletDir(tmp_path)
+    d = driver(tmp_path, tail={"rotate_wait": 3600.0})
+    k.write(lines(0, 5))
+    d.step()
+    rotated = k.rotate(compress_older=False)
+    d.step()  # read to its end; the runtime has not reopened yet: kept open
+    assert d.tailer.open_files() == 1
+    complete = d.tailer._complete
+    late: list[bool] = []
+
+    def runtime_between_end_and_check(cursor):  # type: ignore[no-untyped-def]
+        # Between the read that found the end and the look at the new file: the last
+        # lines reach the old file, then the runtime reopens and writes to the new one.
+        if not late:
+            late.append(True)
+            with open(rotated, "ab") as fh:
+                fh.write(lines(5, 3))
+            k.write(lines(8, 2))
+        return complete(cursor)
+
+    monkeypatch.setattr(d.tailer, "_complete", runtime_between_end_and_check)
+    d.step()
+    d.step()
+    # The late lines were not cut off (the two files are read in turn: any order).
+    assert sorted(d.messages(), key=lambda m: int(m.split()[1])) == expected(0, 10)
+    assert [c.real for c in d.tailer.cursors] == [str(k.live)]  # closed long before 3600 s
+    assert d.now < 1100
+
+
+def test_a_compressed_rotation_is_closed_at_its_end(tmp_path):
+    k = KubeletDir(tmp_path)
+    d = driver(tmp_path, tail={"rotate_wait": 3600.0})
+    k.write(lines(0, 1))
+    d.step()
+    d.stop()
+    for i in range(3):
+        k.write(lines(1 + 5 * i, 5))
+        k.rotate()  # .000001 and .000002 are compressed
+    d.start()
+    d.step()
+    d.step()
+    assert sorted(d.messages(), key=lambda m: int(m.split()[1])) == expected(0, 16)
+    # Only the plain .000003 may still be written to (the new 0.log is empty): kept open.
+    assert [os.path.basename(c.real) for c in d.tailer.cursors] == ["0.log.20240301-000003"]
+
+
+def test_checkpoints_of_deleted_rotations_are_forgotten(tmp_path):
+    k = KubeletDir(tmp_path)
+    d = driver(tmp_path)
+    k.write(lines(0, 5))
+    d.step()
+    for i in range(3):
+        k.rotate()
+        k.write(lines(5 + 5 * i, 5))
+        d.step()
+    live = {c.key for c in d.tailer.cursors}
+    assert len(live) == 1 and len(d.store.files) == 4  # the live file and 3 rotations
+    oldest = sorted(k.directory.glob("0.log.*"))[:2]
+    for path in oldest:
+        path.unlink()  # the kubelet keeps a few rotations and deletes the oldest
+    d.step()
+    d.step()
+    assert len(d.store.files) == 2  # the live file and the rotation still there
+    for path in k.directory.glob("0.log.*"):
+        path.unlink()
+    d.step()
+    d.step()
+    assert set(d.store.files) == live
+    d.restart()
+    d.step()
+    assert d.messages() == expected(0, 20)  # nothing read twice
+
+
+def test_a_directory_of_many_rotations_is_parsed_once_not_at_every_rescan(tmp_path, monkeypatch):
+    import shipper.tail.tailer as tailer_module
+
+    k = KubeletDir(tmp_path)
+    d = driver(tmp_path)
+    k.write(lines(0, 1))
+    d.step()
+    for i in range(300):
+        k.rotate()
+        k.write(lines(1 + i, 1))
+    looked_at: list[int] = []
+    rotations_among = tailer_module.rotations_among
+
+    def counting(directory, name, entries):  # type: ignore[no-untyped-def]
+        entries = list(entries)
+        looked_at.append(len(entries))
+        return rotations_among(directory, name, entries)
+
+    monkeypatch.setattr(tailer_module, "rotations_among", counting)
+    d.step()
+    assert looked_at[0] == 300
+    assert len(d.messages()) == 301
+    looked_at.clear()
+    for _ in range(5):
+        d.tailer.rescan(d.now)
+    k.rotate()
+    d.tailer.rescan(d.now)
+    assert looked_at == [1]  # only the new rotation's name
+
+
 def test_rotations_never_opened_are_read_in_order_including_gzipped(tmp_path):
     k = KubeletDir(tmp_path)
     d = driver(tmp_path)

@@ -1,12 +1,13 @@
 """The tailer as a state machine on real files, checked against a simple model.
 
 Random interleavings of appends, kubelet rotations (rename, gzip of older rotations),
-copy-truncates, container removals, new containers, reads with and without
-acknowledgements, checkpoint saves, and restarts of the reader, clean or abandoned
-(kill -9: whatever was not saved is lost). The model: every line written is delivered at
-least once, unless it sat in a file that was deleted before the reader ever opened it;
-a line delivered twice always carries the same document id (Elasticsearch keeps one), and
-is delivered twice only if it was in the unacknowledged window of an abandoned reader.
+deletions of the oldest rotation (the kubelet keeps a few), copy-truncates, container
+removals, new containers, reads with and without acknowledgements, checkpoint saves, and
+restarts of the reader, clean or abandoned (kill -9: whatever was not saved is lost). The
+model: every line written is delivered at least once, unless it sat in a file that was
+deleted before the reader ever opened it; a line delivered twice always carries the same
+document id (Elasticsearch keeps one), and is delivered twice only if it was in the
+unacknowledged window of an abandoned reader.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ class TailerMachine(RuleBasedStateMachine):
         self.running = True
         self.live: list[Container] = []
         self.removed: list[Container] = []
+        self.deleted: list[list[int]] = []  # lines of rotations the runtime deleted
 
     def teardown(self) -> None:
         try:
@@ -139,19 +141,37 @@ class TailerMachine(RuleBasedStateMachine):
         if c in self.live and c.files[c.dir.live]:
             c.copy_truncate()
 
+    @rule(c=containers)
+    def delete_oldest_rotation(self, c: Container) -> None:
+        if c not in self.live:
+            return
+        rotations = sorted(p for p in c.files if p != c.dir.live)
+        if not rotations:
+            return
+        path = rotations[0]
+        self._exempt_unopened({path: c.files[path]}, {path: c.inodes[path]})
+        self.deleted.append(c.files.pop(path))
+        del c.inodes[path]
+        path.unlink()
+
     @rule(c=consumes(containers))
     def remove(self, c: Container) -> None:
         if c not in self.live:
             return
-        open_inodes = set()
-        if self.running:
-            open_inodes = {cur.ino for cur in self.driver.tailer.cursors if cur.is_open}
-        for path, seqs in c.files.items():
-            if not c.inodes[path] & open_inodes:  # deleted before the reader opened it
-                self.exempt.update(s for s in seqs if self.deliveries[s] == 0)
+        self._exempt_unopened(c.files, c.inodes)
         c.dir.remove()
         self.live.remove(c)
         self.removed.append(c)
+
+    def _exempt_unopened(self, files: dict[Path, list[int]], inodes: dict[Path, set[int]]) -> None:
+        """Files about to be deleted: lines not delivered yet are lost unless the reader
+        holds the file open (then it reads them through its descriptor)."""
+        open_inodes = set()
+        if self.running:
+            open_inodes = {cur.ino for cur in self.driver.tailer.cursors if cur.is_open}
+        for path, seqs in files.items():
+            if not inodes[path] & open_inodes:
+                self.exempt.update(s for s in seqs if self.deliveries[s] == 0)
 
     # ---- the reader -----------------------------------------------------------------------
 
@@ -177,9 +197,8 @@ class TailerMachine(RuleBasedStateMachine):
         if not clean:
             self.note_unacknowledged_window()
         # Deleted files held open die with the process: their unread lines are given up.
-        for c in self.removed:
-            for seqs in c.files.values():
-                self.exempt.update(s for s in seqs if self.deliveries[s] == 0)
+        for seqs in [s for c in self.removed for s in c.files.values()] + self.deleted:
+            self.exempt.update(s for s in seqs if self.deliveries[s] == 0)
         self.driver.stop(clean=clean)
         self.running = False
 
@@ -201,6 +220,9 @@ class TailerMachine(RuleBasedStateMachine):
     # ---- checking -------------------------------------------------------------------------
 
     def record(self) -> None:
+        tailer = self.driver.tailer
+        cursors = set(tailer.by_key.values()) | set(tailer.by_path.values())
+        assert tailer.open_files() == sum(c.is_open for c in cursors), "descriptor count"
         for doc_id, doc in self.driver.delivered[self.seen_deliveries :]:
             seq = int(doc["message"].split()[1])
             assert seq in self.written, f"delivered a line never written: {doc}"
