@@ -391,7 +391,7 @@ def shipper_config(
         "checkpoint": {"path": str(checkpoint), "interval": "200ms"},
         "kubernetes": {"enabled": False},
         "metrics": {"listen": "127.0.0.1:0"},
-        "logging": {"level": "info", "format": "json"},
+        "logging": {"level": os.environ.get("SHIPPER_TEST_LOG_LEVEL", "info"), "format": "json"},
     }
     if es_url is not None:
         config["elasticsearch"] = {

@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import glob
 import logging
 import os
 import re
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
-from watchdog.events import (
-    DirCreatedEvent,
-    DirDeletedEvent,
-    DirMovedEvent,
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
-from watchdog.observers import Observer
-from watchdog.observers.api import ObservedWatch
+from shipper.tail import inotify
 
 log = logging.getLogger(__name__)
 
@@ -143,76 +131,28 @@ def watch_roots(patterns: list[str]) -> list[tuple[str, bool]]:
     return roots
 
 
-# Only files and directories appearing, moving or vanishing: inotify then never reports
-# writes (one event per write, each handled in Python by watchdog, cost more than the
-# polling that finds new data), nor the opens and closes shipper's own reads cause.
-_STRUCTURAL: list[type[FileSystemEvent]] = [
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileMovedEvent,
-    DirCreatedEvent,
-    DirDeletedEvent,
-    DirMovedEvent,
-]
+class DirectoryWatcher(Protocol):
+    """Calls a `notify()` from its own thread when files appear, move or vanish."""
+
+    def start(self) -> None: ...
+    def watch(self, directory: str, recursive: bool = False) -> None: ...
+    def unwatch(self, directory: str, recursive: bool = False) -> None: ...
+    def watched(self) -> set[str]: ...
+    def stop(self) -> None: ...
 
 
-class _Handler(FileSystemEventHandler):
-    def __init__(self, notify: Callable[[], None]) -> None:
-        self._notify = notify
+def make_watcher(notify: Callable[[], None]) -> DirectoryWatcher | None:
+    """One inotify instance on Linux; watchdog elsewhere (`shipper tail` on a laptop);
+    None if neither can be had (the periodic rescan then finds everything)."""
+    if inotify.available():
+        try:
+            return inotify.InotifyWatcher(notify)
+        except OSError as exc:
+            log.warning(
+                "cannot use inotify; relying on rescans (inputs.rescan_interval)",
+                extra={"error": str(exc)},
+            )
+            return None
+    from shipper.tail.portable_watch import Watcher  # watchdog: only where it is needed
 
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        self._notify()
-
-
-class Watcher:
-    """inotify (through watchdog) on the directories that matter.
-
-    `notify()` is called from the observer thread when a file or directory appeared,
-    moved or vanished there: a rescan is due.
-    """
-
-    def __init__(self, notify: Callable[[], None]) -> None:
-        self._observer = Observer()
-        self._observer.daemon = True
-        self._handler = _Handler(notify)
-        self._watches: dict[tuple[str, bool], ObservedWatch] = {}
-        self._lock = threading.Lock()
-        self._started = False
-
-    def start(self) -> None:
-        self._observer.start()
-        self._started = True
-
-    def watch(self, directory: str, recursive: bool = False) -> None:
-        """Start watching `directory` (idempotent; missing directories are skipped)."""
-        key = (directory, recursive)
-        with self._lock:
-            if key in self._watches or not os.path.isdir(directory):
-                return
-            try:
-                self._watches[key] = self._observer.schedule(
-                    self._handler, directory, recursive=recursive, event_filter=_STRUCTURAL
-                )
-            except OSError as exc:
-                # Out of inotify watches or the like: the periodic rescan still finds files.
-                log.warning(
-                    "cannot watch directory; relying on rescans",
-                    extra={"directory": directory, "error": str(exc)},
-                )
-
-    def unwatch(self, directory: str, recursive: bool = False) -> None:
-        with self._lock:
-            watch = self._watches.pop((directory, recursive), None)
-            if watch is not None:
-                with contextlib.suppress(KeyError, OSError):
-                    self._observer.unschedule(watch)
-
-    def watched(self) -> set[str]:
-        with self._lock:
-            return {d for d, _ in self._watches}
-
-    def stop(self) -> None:
-        if self._started:
-            self._observer.stop()
-            self._observer.join(timeout=5)
-            self._started = False
+    return Watcher(notify)

@@ -31,11 +31,12 @@ from dataclasses import dataclass, field
 from parsers.filename import container_ref
 from shipper.checkpoint import CheckpointStore
 from shipper.tail.discovery import (
+    DirectoryWatcher,
     Found,
     Resolved,
     Sibling,
-    Watcher,
     expand,
+    make_watcher,
     rotated_siblings,
     rotations_among,
     watch_roots,
@@ -177,7 +178,7 @@ class Tailer:
         self._next_pending_check = 0.0
         self._pending_backoff = 0.0
         self.wakeup: Callable[[], None] | None = None
-        self._watcher: Watcher | None = None
+        self._watcher: DirectoryWatcher | None = None
         self._watched_scopes: dict[str, int] = {}
         self._later: list[Item] = []  # items produced outside `read` (rescans)
         self._resolved: Resolved = {}
@@ -191,7 +192,8 @@ class Tailer:
     def start(self) -> None:
         """Start watching (inotify) and run the first scan."""
         if self.options.watch:
-            self._watcher = Watcher(self.notify)
+            self._watcher = make_watcher(self.notify)
+        if self._watcher is not None:
             self._watcher.start()
             for directory, recursive in watch_roots(list(self.options.paths)):
                 self._watcher.watch(directory, recursive)
@@ -588,6 +590,11 @@ class Tailer:
         # still hold unread lines.
         group_known = self._group(scope, f.real, now)
         fp = fingerprint(read_head(f.real, compressed))
+        if not _holds_found(f):
+            # Rotated between the match and this read: the first line may be the next
+            # file's. The next rescan sees the new state.
+            self._next_rescan = min(self._next_rescan, now + 0.05)
+            return
         if fp is None:
             if f.path not in self._pending:
                 self._watch_scope(scope)
@@ -723,7 +730,6 @@ class Tailer:
             del self._groups[scope]
 
     def _catch_up_one(self, group: _Group, sib: Sibling, now: float) -> None:
-        scope = os.path.dirname(sib.path)
         name = os.path.basename(sib.path)
         if sib.stamp <= group.horizon:
             group.seen.add(name)
@@ -731,25 +737,31 @@ class Tailer:
         fp = fingerprint(read_head(sib.path, sib.compressed))
         if fp is None:
             return  # still empty, or compression still being written: look again later
-        group.seen.add(name)
-        key = file_key(scope, fp)
-        group.name(name, key)
+        key = file_key(os.path.dirname(sib.path), fp)
+        if self._take_rotation(group, sib, key, now):
+            # Handled: not looked at again, nor its compressed copy when it appears.
+            group.seen.add(name)
+            group.name(name, key)
+
+    def _take_rotation(self, group: _Group, sib: Sibling, key: str, now: float) -> bool:
+        """See that the rotation `sib` (text `key`) is or will be read to its end; False if
+        that cannot be told now (it vanished, e.g. compressed meanwhile: look again)."""
         cursor = self.by_key.get(key)
         if cursor is not None:
             if not cursor.is_open and cursor.real != sib.path and not _holds(cursor):
                 # A parked file was rotated (and maybe compressed): follow it there.
                 cursor.real, cursor.compressed = sib.path, sib.compressed
-            return
+            return True
         if key in group.finished:
-            return
+            return True
         entry = self.store.get(key)
         offset = entry.offset if entry is not None else 0
         try:
             st = os.stat(sib.path)
         except OSError:
-            return
+            return False
         if offset >= st.st_size if not sib.compressed else gzip_size_matches(sib.path, offset):
-            return
+            return True
         log.debug(
             "reading a rotation no cursor had opened",
             extra={"file": sib.path, "offset": offset},
@@ -757,7 +769,7 @@ class Tailer:
         self._new_cursor(
             sib.path,
             sib.path,
-            scope,
+            os.path.dirname(sib.path),
             key,
             st.st_dev,
             st.st_ino,
@@ -766,6 +778,7 @@ class Tailer:
             State.ROTATED,
             origin=group.live_real,
         )
+        return True
 
     def _check_open(self, now: float) -> None:
         """Notice deletions, and enforce the bounds on deleted files held open."""
@@ -903,6 +916,15 @@ class Tailer:
             self._watcher.unwatch(scope)
         else:
             self._watched_scopes[scope] = count
+
+
+def _holds_found(f: Found) -> bool:
+    """The path still leads to the file that was matched."""
+    try:
+        st = os.stat(f.real)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (f.dev, f.ino)
 
 
 def _holds(cursor: FileCursor) -> bool:

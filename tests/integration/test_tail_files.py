@@ -177,6 +177,32 @@ def test_a_directory_of_many_rotations_is_parsed_once_not_at_every_rescan(tmp_pa
     assert looked_at == [1]  # only the new rotation's name
 
 
+def test_a_rotation_compressed_while_it_is_looked_at_is_still_read(tmp_path, monkeypatch):
+    import shipper.tail.tailer as tailer_module
+
+    k = KubeletDir(tmp_path)
+    d = driver(tmp_path)
+    k.write(lines(0, 1))
+    d.step()
+    d.stop()
+    k.write(lines(1, 5))
+    plain = k.rotate(compress_older=False)  # 0.log.20240301-000001, not seen yet
+    k.write(lines(6, 5))
+    read_head = tailer_module.read_head
+
+    def compressed_right_after(path: str, compressed: bool) -> bytes:
+        head = read_head(path, compressed)
+        if path == str(plain) and plain.exists():
+            gzip_file(plain)  # the runtime finishes compressing it just now
+        return head
+
+    monkeypatch.setattr(tailer_module, "read_head", compressed_right_after)
+    d.start()
+    d.step()
+    d.step()
+    assert sorted(d.messages(), key=lambda m: int(m.split()[1])) == expected(0, 11)
+
+
 def test_rotations_never_opened_are_read_in_order_including_gzipped(tmp_path):
     k = KubeletDir(tmp_path)
     d = driver(tmp_path)
