@@ -128,11 +128,11 @@ class _Group:
     keys: dict[str, str] = field(default_factory=dict)  # rotation's name -> its file key
     names: dict[str, int] = field(default_factory=dict)  # key -> how many names hold it
     orphans: set[str] = field(default_factory=set)  # keys whose last name vanished
+    orphans_before: set[str] = field(default_factory=set)  # ... at the previous look
 
     def name(self, name: str, key: str) -> None:
         self.keys[name] = key
         self.names[key] = self.names.get(key, 0) + 1
-        self.orphans.discard(key)
 
     def unname(self, name: str) -> None:
         key = self.keys.pop(name, None)
@@ -698,13 +698,6 @@ class Tailer:
         except OSError:
             names = set()
         seen = group.seen
-        # A key whose last file vanished at the previous look, still without one: its
-        # rotations are deleted, so its checkpoint can go (two looks, because a listing
-        # taken while a rotation is being compressed may show neither of its names).
-        for key in group.orphans:
-            if key not in self.by_key:
-                self.store.remove(key)
-        group.orphans.clear()
         new = names - seen
         vanished = seen - names
         if new:
@@ -725,6 +718,13 @@ class Tailer:
         if new:
             for sib in rotations_among(directory, live, new - seen):
                 self._catch_up_one(group, sib, now)
+        # A text whose last file vanished at the previous look and has not reappeared
+        # under another name since (two looks: a listing taken while a rotation is being
+        # compressed may show neither name): deleted, so its checkpoint can go.
+        for key in group.orphans_before:
+            if key not in group.names and key not in self.by_key:
+                self.store.remove(key)
+        group.orphans_before, group.orphans = group.orphans, set()
         gone = not names and not os.path.isdir(scope)
         if gone and not any(c.scope == scope for c in self.by_key.values()):
             del self._groups[scope]

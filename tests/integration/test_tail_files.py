@@ -147,6 +147,40 @@ def test_checkpoints_of_deleted_rotations_are_forgotten(tmp_path):
     assert d.messages() == expected(0, 20)  # nothing read twice
 
 
+def test_a_listing_that_misses_a_rotation_being_compressed_keeps_its_checkpoint(
+    tmp_path, monkeypatch
+):
+    k = KubeletDir(tmp_path)
+    d = driver(tmp_path)
+    k.write(lines(0, 5))
+    d.step()
+    plain = k.rotate(compress_older=False)
+    k.write(lines(5, 5))
+    d.step()
+    d.step()
+    listdir = os.listdir
+    blind = [True]
+
+    def racing_listdir(path):  # type: ignore[no-untyped-def]
+        names = listdir(path)
+        if blind[0] and path == str(k.directory):
+            # readdir while the compressed copy is renamed in and the plain one removed
+            # may return neither.
+            blind[0] = False
+            return [n for n in names if not n.startswith(plain.name)]
+        return names
+
+    monkeypatch.setattr(os, "listdir", racing_listdir)
+    gzip_file(plain)
+    d.tailer.rescan(d.now)  # sees neither name
+    d.tailer.rescan(d.now)  # sees the .gz
+    d.tailer.rescan(d.now)
+    assert len(d.store.files) == 2  # the rotation's checkpoint is still there
+    d.restart()
+    d.step()
+    assert d.messages() == expected(0, 10)  # and nothing is read twice after a restart
+
+
 def test_a_directory_of_many_rotations_is_parsed_once_not_at_every_rescan(tmp_path, monkeypatch):
     import shipper.tail.tailer as tailer_module
 
