@@ -766,6 +766,7 @@ class Tailer:
             "reading a rotation no cursor had opened",
             extra={"file": sib.path, "offset": offset},
         )
+        self.stats.rotations += 1  # rotated before it was followed (or while shipper was down)
         self._new_cursor(
             sib.path,
             sib.path,

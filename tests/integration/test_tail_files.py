@@ -260,6 +260,7 @@ def test_rotations_never_opened_are_read_in_order_including_gzipped(tmp_path):
     d.step()
     assert sorted(d.messages(), key=lambda m: int(m.split()[1])) == expected(0, 25)
     assert len(d.messages()) == 25
+    assert d.tailer.stats.rotations == 3  # found beside the live file, all counted
 
 
 def test_restart_resumes_inside_a_compressed_rotation_at_the_committed_offset(tmp_path):
