@@ -299,6 +299,51 @@ def delay(work: Path, rate: int, es_url: str, seconds: float) -> dict[str, Any]:
     }
 
 
+def storm(work: Path, url: str, seconds: float) -> dict[str, Any]:
+    """100 files rotating every 100 ms at 10k lines/s in total (the chaos suite's storm)."""
+    root = work / "storm"
+    shutil.rmtree(root, ignore_errors=True)
+    lives = []
+    for i in range(100):
+        directory = root / "pods" / f"bench_storm-{i}_uid{i}" / "app"
+        directory.mkdir(parents=True)
+        live = directory / "0.log"
+        live.touch()
+        link = root / "containers" / f"storm-{i}_bench_app-{i:064x}.log"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(live, link)
+        lives.append(live)
+    cfg = config(work, [str(root / "containers/*.log")], url, None)
+    with daemon(cfg, work) as (proc, log):
+        _wait(lambda: metrics(proc, log).get("shipper_sink_up") == 1, 120, "sink ready")
+        _get(url + "/_bench/reset", "POST")
+        writer = loadgen.StormWriter(lives)
+        cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+        writer.run(seconds)
+        written_at = time.monotonic()
+        _wait(
+            lambda: (
+                metrics(proc, log).get("shipper_lines_read_total", 0) >= writer.written
+                and metrics(proc, log).get("shipper_in_flight_bytes", 1) == 0
+            ),
+            600,
+            "every storm line shipped",
+        )
+        done = time.monotonic()
+        cores = (cpu_seconds(proc.pid) - cpu0) / (done - t0)
+        rss = peak_rss_kib(proc.pid)
+        m = metrics(proc, log)
+    return {
+        "seconds": seconds,
+        "lines": writer.written,
+        "rotations": writer.rotations,
+        "read": m.get("shipper_lines_read_total", 0),
+        "cores": cores,
+        "behind_s": done - written_at,
+        "peak_rss_mib": rss / 1024,
+    }
+
+
 # ---- report -------------------------------------------------------------------------------
 
 
@@ -324,7 +369,9 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=float, default=30.0, help="length of a delay run")
     parser.add_argument(
-        "--only", nargs="*", default=["parse", "throughput", "elasticsearch", "memory", "delay"]
+        "--only",
+        nargs="*",
+        default=["parse", "throughput", "elasticsearch", "memory", "delay", "storm"],
     )
     parser.add_argument("--output", type=Path, default=ROOT / "docs/benchmarks.md")
     parser.add_argument("--work", type=Path, default=None)
@@ -388,6 +435,11 @@ def main() -> None:
         with endpoint() as url:
             results["memory"] = [memory(work, n, url) for n in (10, 1_000)]
         print(results["memory"], flush=True)
+
+    if "storm" in args.only:
+        with endpoint() as url:
+            results["storm"] = storm(work, url, 60.0)
+        print(results["storm"], flush=True)
 
     (work / "results.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -468,6 +520,22 @@ def report(r: dict[str, Any]) -> str:
                 f"{row['p99_s']:.3f} | {row['max_s']:.3f} | {row['cores']:.3f} |"
             )
         out.append("")
+    if "storm" in r:
+        row = r["storm"]
+        out += [
+            "## Rotation storm (instant endpoint)",
+            "",
+            "100 files, each rotated every 100 ms after 10 lines (rename, previous rotation "
+            "gzip-compressed, all rotations kept), 10k lines/s in total. *Behind* is how long "
+            "after the last line was written every line had been shipped.",
+            "",
+            "| seconds | lines | rotations | lines read | CPU (cores) | behind s | peak RSS MiB |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {row['seconds']:.0f} | {row['lines']:,} | {row['rotations']:,} | "
+            f"{row['read']:,.0f} | {row['cores']:.3f} | {row['behind_s']:.1f} | "
+            f"{row['peak_rss_mib']:.1f} |",
+            "",
+        ]
     return "\n".join(out) + "\n"
 
 

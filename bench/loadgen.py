@@ -4,7 +4,8 @@
 lines, JSON application logs and Java stack traces, lines around 250 bytes on average,
 with the `kubectl get pods -o json` dump that enrichment reads. `cri_tree` writes the
 uniform case the targets name: 250-byte CRI lines. `RateWriter` appends timestamped lines
-to live files at a fixed rate (for the delay measurements).
+to live files at a fixed rate (for the delay measurements); `StormWriter` rotates many
+files many times a second.
 
     python -m bench.loadgen DIR [--lines N] [--pods N]
 """
@@ -12,6 +13,8 @@ to live files at a fixed rate (for the delay measurements).
 from __future__ import annotations
 
 import argparse
+import gzip
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -136,6 +139,53 @@ class RateWriter:
         for handle, lines in zip(handles, per_file, strict=True):
             if lines:
                 handle.write(b"".join(lines))
+
+
+class StormWriter:
+    """`files` kubelet-style container logs, each getting `per_round` lines every
+    `pace` seconds and then rotated the way the kubelet and containerd do it: renamed to
+    `0.log.<stamp>`, a new empty `0.log`, the previous rotation gzip-compressed (written to
+    `.tmp`, renamed to `.gz`, the plain one removed). Old rotations are kept."""
+
+    def __init__(self, lives: list[Path], per_round: int = 10, pace: float = 0.1) -> None:
+        self.lives = lives
+        self.per_round = per_round
+        self.pace = pace
+        self.written = 0
+        self.rotations = 0
+        self._plain: list[Path | None] = [None] * len(lives)
+
+    def run(self, seconds: float) -> int:
+        start = time.monotonic()
+        rounds = 0
+        while time.monotonic() - start < seconds:
+            for i, live in enumerate(self.lives):
+                self._round(i, live)
+            rounds += 1
+            pause = start + rounds * self.pace - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)  # the generator's pace
+        return self.written
+
+    def _round(self, i: int, live: Path) -> None:
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+        lines = []
+        for _ in range(self.per_round):
+            lines.append(f"{stamp} stdout F storm seq {self.written} GET /healthz 200\n".encode())
+            self.written += 1
+        with open(live, "ab") as fh:
+            fh.write(b"".join(lines))
+        self.rotations += 1
+        rotated = live.with_name(f"0.log.20240301-{self.rotations:09d}")
+        os.rename(live, rotated)
+        live.touch()
+        previous, self._plain[i] = self._plain[i], rotated
+        if previous is not None:
+            tmp = previous.with_name(previous.name + ".tmp")
+            with open(previous, "rb") as src, gzip.open(tmp, "wb") as dst:
+                dst.write(src.read())
+            os.rename(tmp, previous.with_name(previous.name + ".gz"))
+            previous.unlink()
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ found by polling (see shipper.tail.tailer), so writes are not watched.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -113,11 +114,11 @@ class InotifyWatcher:
             os.write(self._stop_w, b"x")
             self._thread.join(timeout=5)
             self._started = False
+        if self._fd < 0:
+            return  # closed already: never close descriptor numbers twice
         for fd in (self._fd, self._stop_r, self._stop_w):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         self._fd = -1
 
     # ---- inside the lock -------------------------------------------------------------
