@@ -154,6 +154,7 @@ class StormWriter:
         self.written = 0
         self.rotations = 0
         self._plain: list[Path | None] = [None] * len(lives)
+        self._count = [0] * len(lives)
 
     def run(self, seconds: float) -> int:
         start = time.monotonic()
@@ -176,7 +177,9 @@ class StormWriter:
         with open(live, "ab") as fh:
             fh.write(b"".join(lines))
         self.rotations += 1
-        rotated = live.with_name(f"0.log.20240301-{self.rotations:09d}")
+        self._count[i] += 1
+        # The kubelet's stamp is YYYYMMDD-HHMMSS; a counter in its place keeps names unique.
+        rotated = live.with_name(f"0.log.20240301-{self._count[i]:06d}")
         os.rename(live, rotated)
         live.touch()
         previous, self._plain[i] = self._plain[i], rotated
