@@ -381,6 +381,22 @@ def test_deleted_files_beyond_the_limit_are_given_up_counted_and_logged(tmp_path
     assert "giving up a deleted file" in caplog.text
 
 
+def test_deleted_files_over_the_limit_are_read_first_if_they_can_be(tmp_path, caplog):
+    dirs = [KubeletDir(tmp_path, pod=f"p{i}") for i in range(3)]
+    d = driver(tmp_path, tail={"deleted_max_files": 1, "rotate_wait": 10.0})
+    for k in dirs:
+        k.write(lines(0, 5))
+    d.step()
+    for k in dirs:
+        k.write(lines(5, 300))
+        k.remove()  # deleted with 300 unread lines each, 2 over the limit
+    d.tailer.rescan(d.now + 1)  # within rotate_wait: not given up yet
+    d.step()
+    assert d.tailer.stats.given_up_bytes == {}
+    assert sorted(d.messages()) == sorted(expected(0, 305) * 3)
+    assert "giving up" not in caplog.text
+
+
 def test_renamed_file_keeps_its_identity_and_is_not_read_again(tmp_path):
     a = tmp_path / "a.log"
     a.write_bytes(lines(0, 5))
