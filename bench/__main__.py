@@ -258,18 +258,25 @@ def memory(work: Path, files: int, url: str) -> dict[str, Any]:
     }
 
 
-def delay(work: Path, rate: int, es_url: str, seconds: float) -> dict[str, Any]:
-    root = work / f"rate-{rate}"
-    files = []
-    for i in range(10):
-        directory = root / "pods" / f"bench_rate-{i}_uid{i}" / "app"
+def live_files(root: Path, pod: str, count: int) -> list[Path]:
+    """`count` empty container logs in a kubelet layout under `root` (pods `<pod>-<i>`),
+    each with its /var/log/containers-style link in `root/containers`."""
+    lives = []
+    for i in range(count):
+        directory = root / "pods" / f"bench_{pod}-{i}_uid{i}" / "app"
         directory.mkdir(parents=True, exist_ok=True)
         live = directory / "0.log"
         live.touch()
-        link = root / "containers" / f"rate-{i}_bench_app-{i:064x}.log"
+        link = root / "containers" / f"{pod}-{i}_bench_app-{i:064x}.log"
         link.parent.mkdir(parents=True, exist_ok=True)
         os.symlink(live, link)
-        files.append(live)
+        lives.append(live)
+    return lives
+
+
+def delay(work: Path, rate: int, es_url: str, seconds: float) -> dict[str, Any]:
+    root = work / f"rate-{rate}"
+    files = live_files(root, "rate", 10)
     with endpoint(forward=es_url) as url:
         cfg = config(work, [str(root / "containers/*.log")], url, None)
         with daemon(cfg, work) as (proc, log):
@@ -303,16 +310,7 @@ def storm(work: Path, url: str, seconds: float) -> dict[str, Any]:
     """100 files rotating every 100 ms at 10k lines/s in total (the chaos suite's storm)."""
     root = work / "storm"
     shutil.rmtree(root, ignore_errors=True)
-    lives = []
-    for i in range(100):
-        directory = root / "pods" / f"bench_storm-{i}_uid{i}" / "app"
-        directory.mkdir(parents=True)
-        live = directory / "0.log"
-        live.touch()
-        link = root / "containers" / f"storm-{i}_bench_app-{i:064x}.log"
-        link.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(live, link)
-        lives.append(live)
+    lives = live_files(root, "storm", 100)
     cfg = config(work, [str(root / "containers/*.log")], url, None)
     with daemon(cfg, work) as (proc, log):
         _wait(lambda: metrics(proc, log).get("shipper_sink_up") == 1, 120, "sink ready")

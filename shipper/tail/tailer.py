@@ -130,7 +130,9 @@ class _Group:
     orphans: set[str] = field(default_factory=set)  # keys whose last name vanished
     orphans_before: set[str] = field(default_factory=set)  # ... at the previous look
 
-    def name(self, name: str, key: str) -> None:
+    def handled(self, name: str, key: str) -> None:
+        """The rotation `name` (text `key`) is accounted for: not looked at again."""
+        self.seen.add(name)
         self.keys[name] = key
         self.names[key] = self.names.get(key, 0) + 1
 
@@ -437,13 +439,12 @@ class Tailer:
         if group is None:
             return
         for sib in reversed(rotated_siblings(group.live_real)):
-            fp = fingerprint(read_head(sib.path, sib.compressed))
-            if fp is not None and file_key(cursor.scope, fp) == old_key:
+            if _holds_text(sib.path, sib.compressed, cursor.scope, old_key):
                 try:
                     st = os.stat(sib.path)
                 except OSError:
                     break
-                group.seen.add(os.path.basename(sib.path))
+                group.handled(os.path.basename(sib.path), old_key)
                 self._new_cursor(
                     sib.path,
                     sib.path,
@@ -481,13 +482,9 @@ class Tailer:
 
     def _end_unkeyed(self, cursor: FileCursor, out: list[Item]) -> None:
         if cursor.state is State.DELETED or cursor.state is State.DETACHED:
-            left = cursor.stat_size() or 0  # an unfinished first line, never shipped
-            if left:
-                self.stats.give_up("deleted_before_first_line", left)
-                log.warning(
-                    "a file was deleted before its first line was complete",
-                    extra={"file": cursor.path, "bytes_given_up": left},
-                )
+            # Whatever it holds (an unfinished first line) is counted and logged.
+            self._give_up(cursor, "deleted_before_first_line")
+            return
         cursor.finished = True
         self._drop(cursor)
         out.append(Finished(cursor))  # releases its metadata; nothing is left to flush
@@ -590,7 +587,7 @@ class Tailer:
         # still hold unread lines.
         group_known = self._group(scope, f.real, now)
         fp = fingerprint(read_head(f.real, compressed))
-        if not _holds_found(f):
+        if not _still_at(f.real, f.dev, f.ino):
             # Rotated between the match and this read: the first line may be the next
             # file's. The next rescan sees the new state.
             self._next_rescan = min(self._next_rescan, now + 0.05)
@@ -700,23 +697,21 @@ class Tailer:
         seen = group.seen
         new = names - seen
         vanished = seen - names
-        if new:
-            directory, live = os.path.split(group.live_real)
-            prefix = live + "."
-            for name in new:
-                if not name.startswith(prefix):
-                    seen.add(name)  # not a rotation of the live file: looked at once
-                elif name.endswith(".gz") and name[:-3] in group.keys:
-                    # The compressed copy of a rotation already handled (its plain copy
-                    # maybe deleted since): the same text.
-                    seen.add(name)
-                    group.name(name, group.keys[name[:-3]])
-        if vanished:
-            seen -= vanished
-            for name in vanished:
-                group.unname(name)
-        if new:
-            for sib in rotations_among(directory, live, new - seen):
+        directory, live = os.path.split(group.live_real)
+        prefix = live + "."
+        for name in new:
+            if not name.startswith(prefix):
+                seen.add(name)  # not a rotation of the live file: looked at once
+            elif name.endswith(".gz") and name[:-3] in group.keys:
+                # The compressed copy of a rotation already handled (its plain copy maybe
+                # deleted since, so this comes before forgetting vanished names): same text.
+                group.handled(name, group.keys[name[:-3]])
+        seen -= vanished
+        for name in vanished:
+            group.unname(name)
+        fresh = new - seen  # names that may be rotations not accounted for yet
+        if fresh:
+            for sib in rotations_among(directory, live, fresh):
                 self._catch_up_one(group, sib, now)
         # A text whose last file vanished at the previous look and has not reappeared
         # under another name since (two looks: a listing taken while a rotation is being
@@ -739,9 +734,7 @@ class Tailer:
             return  # still empty, or compression still being written: look again later
         key = file_key(os.path.dirname(sib.path), fp)
         if self._take_rotation(group, sib, key, now):
-            # Handled: not looked at again, nor its compressed copy when it appears.
-            group.seen.add(name)
-            group.name(name, key)
+            group.handled(name, key)  # and its compressed copy, when it appears
 
     def _take_rotation(self, group: _Group, sib: Sibling, key: str, now: float) -> bool:
         """See that the rotation `sib` (text `key`) is or will be read to its end; False if
@@ -863,24 +856,15 @@ class Tailer:
         group = self._groups.get(cursor.scope)
         if group is None:
             return None
-
-        def holds_key(path: str, compressed: bool) -> bool:
-            fp = fingerprint(read_head(path, compressed))
-            return fp is not None and file_key(cursor.scope, fp) == cursor.key
-
-        if not cursor.compressed and holds_key(cursor.real + ".gz", True):
-            return cursor.real + ".gz"
+        gz = cursor.real + ".gz"
+        if not cursor.compressed and _holds_text(gz, True, cursor.scope, cursor.key):
+            return gz
         siblings = rotated_siblings(group.live_real)
         for sib in reversed(siblings):
-            if not sib.compressed:
-                try:
-                    st = os.stat(sib.path)
-                except OSError:
-                    continue
-                if (st.st_dev, st.st_ino) == (cursor.dev, cursor.ino):
-                    return sib.path
+            if not sib.compressed and _still_at(sib.path, cursor.dev, cursor.ino):
+                return sib.path
         for sib in reversed(siblings):
-            if holds_key(sib.path, sib.compressed):
+            if _holds_text(sib.path, sib.compressed, cursor.scope, cursor.key):
                 return sib.path
         return None
 
@@ -919,22 +903,24 @@ class Tailer:
             self._watched_scopes[scope] = count
 
 
-def _holds_found(f: Found) -> bool:
-    """The path still leads to the file that was matched."""
+def _still_at(path: str, dev: int, ino: int) -> bool:
+    """`path` leads to the file (dev, ino)."""
     try:
-        st = os.stat(f.real)
+        st = os.stat(path)
     except OSError:
         return False
-    return (st.st_dev, st.st_ino) == (f.dev, f.ino)
+    return (st.st_dev, st.st_ino) == (dev, ino)
 
 
 def _holds(cursor: FileCursor) -> bool:
     """The cursor's file is still where the cursor last saw it."""
-    try:
-        st = os.stat(cursor.real)
-    except OSError:
-        return False
-    return (st.st_dev, st.st_ino) == (cursor.dev, cursor.ino)
+    return _still_at(cursor.real, cursor.dev, cursor.ino)
+
+
+def _holds_text(path: str, compressed: bool, scope: str, key: str) -> bool:
+    """The file at `path` begins with the first line `key` was made from."""
+    fp = fingerprint(read_head(path, compressed))
+    return fp is not None and file_key(scope, fp) == key
 
 
 def _last_line_end(path: str, size: int) -> int:

@@ -6,6 +6,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
+import shipper.tail.tailer as tailer_module
 from tests.support import Driver, KubeletDir, cri, gzip_file
 
 
@@ -182,8 +183,6 @@ def test_a_listing_that_misses_a_rotation_being_compressed_keeps_its_checkpoint(
 
 
 def test_a_directory_of_many_rotations_is_parsed_once_not_at_every_rescan(tmp_path, monkeypatch):
-    import shipper.tail.tailer as tailer_module
-
     k = KubeletDir(tmp_path)
     d = driver(tmp_path)
     k.write(lines(0, 1))
@@ -212,8 +211,6 @@ def test_a_directory_of_many_rotations_is_parsed_once_not_at_every_rescan(tmp_pa
 
 
 def test_a_rotation_compressed_while_it_is_looked_at_is_still_read(tmp_path, monkeypatch):
-    import shipper.tail.tailer as tailer_module
-
     k = KubeletDir(tmp_path)
     d = driver(tmp_path)
     k.write(lines(0, 1))
