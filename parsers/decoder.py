@@ -128,6 +128,15 @@ class FileDecoder:
         starts.extend(s for j in self._joiners.values() if (s := j.pending_start()) is not None)
         return min(starts) if starts else None
 
+    def take_dropped(self) -> int:
+        """Bytes cut from events (size caps, multiline joining) since the last call."""
+        dropped = self.dropped_bytes
+        self.dropped_bytes = 0
+        for joiner in self._joiners.values():
+            dropped += joiner.dropped_bytes
+            joiner.dropped_bytes = 0
+        return dropped
+
     def held_bytes(self) -> int:
         """Bytes held in unfinished events (for memory accounting)."""
         return sum(p.size for p in self._partials.values())

@@ -20,8 +20,8 @@ from shipper.observe import Metrics, MonitorServer
 from shipper.pipeline import MetadataSource, Pipeline, PipelineOptions
 from shipper.sinks.base import Batch, Sink
 from shipper.sinks.stdout import StreamSink
+from shipper.tail.options import TailOptions
 from shipper.tail.reader import FileCursor
-from shipper.tail.tailer import TailOptions
 
 log = logging.getLogger(__name__)
 

@@ -5,21 +5,18 @@ has been delivered. It is written atomically (temporary file, fsync, rename, fsy
 directory) with a checksum, and the previous good copy is kept: a torn or corrupt store
 is detected on load and replaced by that copy, with a warning.
 
-The tracker turns acknowledgements into offsets. Each chunk of a file read becomes a
-segment: the offset the file may be committed to once the segment's documents (and those
-of every earlier segment of that file) are acknowledged. Segments complete in any order;
-offsets only advance over a contiguous run, so a crash can re-send but never skip.
+Offsets are advanced by shipper.acks as the sink acknowledges what was read.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import fcntl
 import hashlib
 import logging
 import os
 import time
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,20 +40,27 @@ class _NewerFormat(Exception):
 
 @dataclass(slots=True)
 class Entry:
-    """What is known of one file: where it was last seen and how far it was delivered."""
+    """What is known of one file's text: how far it was delivered, where it was last seen,
+    and what identifies it after a restart (see shipper.tail.registry)."""
 
-    path: str
+    path: str  # as discovered: what documents show in log.file.path
     offset: int
     dev: int = 0
     ino: int = 0
     seen: float = 0.0
+    scope: str = ""  # the directory the text was written in
+    stream: str = ""  # the live file name it was written under ("" if unknown: old stores)
+    fp: str = ""  # fingerprint of its first line
+    real: str = ""  # where it was last seen (a rotation moves it)
 
 
 @dataclass(slots=True)
 class CheckpointStore:
-    """File key -> committed offset, plus per-directory rotation horizons.
+    """File key -> committed offset and identity, indexed by directory.
 
-    With `directory` None the store lives in memory only (`shipper tail`).
+    With `directory` None the store lives in memory only (`shipper tail`). `horizons` are
+    kept from stores written before rotations were recorded as they happened: the newest
+    kubelet rotation stamp of a directory that was history when it was first seen.
     """
 
     directory: Path | None = None
@@ -64,8 +68,9 @@ class CheckpointStore:
     files: dict[str, Entry] = field(default_factory=dict)
     horizons: dict[str, str] = field(default_factory=dict)
     scopes_seen: dict[str, float] = field(default_factory=dict)
+    by_scope: dict[str, set[str]] = field(default_factory=dict)
+    since: float = 0.0  # when the store was first written: 0.0 on the very first start
     dirty: bool = False
-    urgent: bool = False
     last_save: float = 0.0
     recovered_from_previous: bool = False
     _lock_fd: int | None = None
@@ -90,6 +95,7 @@ class CheckpointStore:
             ) from None
         store._lock_fd = fd
         store._load()
+        store.dirty = not store.since  # the first start is recorded at the first save
         return store
 
     def close(self) -> None:
@@ -98,19 +104,46 @@ class CheckpointStore:
             os.close(self._lock_fd)
             self._lock_fd = None
 
+    @property
+    def fresh(self) -> bool:
+        """Nothing has ever been recorded here: the very first start on this node."""
+        return not self.since and not self.files and not self.horizons
+
     def get(self, key: str) -> Entry | None:
         return self.files.get(key)
 
-    def commit(self, key: str, offset: int, path: str, dev: int, ino: int) -> None:
-        """Record that every line of `key` before `offset` is delivered."""
+    def in_scope(self, scope: str) -> list[tuple[str, Entry]]:
+        """The entries of texts written in directory `scope`."""
+        keys = self.by_scope.get(scope)
+        return [(k, self.files[k]) for k in keys] if keys else []
+
+    def register(self, key: str, entry: Entry) -> Entry:
+        """Record a text's identity (its offset starts at `entry.offset`); an entry already
+        there keeps its offset and takes the new whereabouts."""
+        old = self.files.get(key)
+        if old is not None:
+            self.track(key, entry.real, entry.dev, entry.ino)
+            return old
+        entry.seen = entry.seen or time.time()
+        self.files[key] = entry
+        self.by_scope.setdefault(entry.scope, set()).add(key)
+        self.dirty = True
+        return entry
+
+    def track(self, key: str, real: str, dev: int, ino: int) -> None:
+        """The text `key` is now at `real` (renamed, compressed)."""
         entry = self.files.get(key)
-        now = time.time()
-        if entry is None:
-            self.files[key] = Entry(path, offset, dev, ino, now)
-        else:
-            if offset < entry.offset:
-                return  # an older segment after a reset; never move backwards
-            entry.offset, entry.path, entry.dev, entry.ino, entry.seen = offset, path, dev, ino, now
+        if entry is not None and (entry.real, entry.dev, entry.ino) != (real, dev, ino):
+            entry.real, entry.dev, entry.ino = real, dev, ino
+            self.dirty = True
+
+    def commit(self, key: str, offset: int) -> None:
+        """Record that every line of `key` before `offset` is delivered (a key no longer
+        registered, its file deleted meanwhile, is not brought back)."""
+        entry = self.files.get(key)
+        if entry is None or offset < entry.offset:
+            return  # forgotten, or an older segment after a reset: never move backwards
+        entry.offset, entry.seen = offset, time.time()
         self.dirty = True
 
     def touch(self, key: str, now: float) -> None:
@@ -127,19 +160,17 @@ class CheckpointStore:
             self.dirty = True
 
     def remove(self, key: str) -> None:
-        if self.files.pop(key, None) is not None:
+        entry = self.files.pop(key, None)
+        if entry is not None:
+            keys = self.by_scope.get(entry.scope)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self.by_scope[entry.scope]
             self.dirty = True
 
     def horizon(self, scope: str) -> str | None:
         return self.horizons.get(scope)
-
-    def set_horizon(self, scope: str, horizon: str) -> None:
-        if self.horizons.get(scope) != horizon:
-            self.horizons[scope] = horizon
-            self.scopes_seen[scope] = time.time()
-            # Saved at once: after a crash, a directory without its horizon would have its
-            # rotations taken for history.
-            self.dirty = self.urgent = True
 
     def touch_scope(self, scope: str, now: float) -> None:
         if scope in self.horizons:
@@ -150,17 +181,18 @@ class CheckpointStore:
         limit = now - self.forget_after
         gone = [k for k, e in self.files.items() if e.seen < limit]
         for key in gone:
-            del self.files[key]
+            self.remove(key)
         old_scopes = [s for s in self.horizons if self.scopes_seen.get(s, 0.0) < limit]
         for scope in old_scopes:
             del self.horizons[scope]
             self.scopes_seen.pop(scope, None)
-        if gone or old_scopes:
+        if old_scopes:
             self.dirty = True
         return gone
 
     def snapshot(self) -> bytes:
         """The serialised store (taken on the event loop; written by `write`)."""
+        self.since = self.since or time.time()
         body = orjson.dumps(
             {
                 "files": {
@@ -170,6 +202,10 @@ class CheckpointStore:
                         "dev": e.dev,
                         "ino": e.ino,
                         "seen": round(e.seen, 3),
+                        "scope": e.scope,
+                        "stream": e.stream,
+                        "fp": e.fp,
+                        "real": e.real,
                     }
                     for k, e in self.files.items()
                 },
@@ -177,6 +213,7 @@ class CheckpointStore:
                     s: {"horizon": h, "seen": round(self.scopes_seen.get(s, 0.0), 3)}
                     for s, h in self.horizons.items()
                 },
+                "since": round(self.since, 3),
             },
             option=orjson.OPT_SORT_KEYS,
         )
@@ -187,7 +224,7 @@ class CheckpointStore:
                 "sha256": hashlib.sha256(body).hexdigest(),
             }
         )
-        self.dirty = self.urgent = False
+        self.dirty = False
         return header + b"\n" + body + b"\n"
 
     def write(self, data: bytes) -> None:
@@ -267,77 +304,68 @@ class CheckpointStore:
         if hashlib.sha256(body).hexdigest() != header.get("sha256"):
             raise ValueError("checksum mismatch (torn or edited file)")
         data = orjson.loads(body)
-        files = {
-            k: Entry(v["path"], int(v["offset"]), int(v["dev"]), int(v["ino"]), float(v["seen"]))
-            for k, v in data["files"].items()
-        }
+        files = {k: _entry(k, v) for k, v in data["files"].items()}
         horizons = {str(k): str(v["horizon"]) for k, v in data["horizons"].items()}
         seen = {str(k): float(v["seen"]) for k, v in data["horizons"].items()}
         self.files, self.horizons, self.scopes_seen = files, horizons, seen
+        self.since = float(data.get("since", 0.0)) or 1.0  # older stores: started long ago
+        self.by_scope = {}
+        for key, entry in files.items():
+            self.by_scope.setdefault(entry.scope, set()).add(key)
 
 
-@dataclass(slots=True)
-class Segment:
-    """Documents of one chunk of one file, and the offset their delivery allows."""
+def _entry(key: str, v: dict[str, object]) -> Entry:
+    """An entry as stored; those written before identities were recorded (no `scope`)
+    have keys `<fingerprint>|<directory>`, which say as much."""
+    fp, _, scope = key.partition("|")
+    return Entry(
+        str(v["path"]),
+        int(v["offset"]),  # type: ignore[call-overload]
+        int(v["dev"]),  # type: ignore[call-overload]
+        int(v["ino"]),  # type: ignore[call-overload]
+        float(v["seen"]),  # type: ignore[arg-type]
+        str(v.get("scope", scope)),
+        str(v.get("stream", "")),
+        str(v.get("fp", fp)),
+        str(v.get("real", "")),
+    )
 
-    key: str
-    end: int
-    remaining: int
-    size: int
-    path: str = ""
-    dev: int = 0
-    ino: int = 0
-    oldest: float = 0.0
 
+class CheckpointWriter:
+    """Writes the store every `interval` while it changed, off the event loop: the loop
+    takes a snapshot (a serialisation), a thread writes and fsyncs it, and reading never
+    waits for the disk."""
 
-@dataclass(slots=True)
-class AckTracker:
-    """Advances committed offsets over contiguous runs of fully acknowledged segments."""
+    def __init__(self, store: CheckpointStore, interval: float) -> None:
+        self.store = store
+        self.interval = interval
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
 
-    store: CheckpointStore
-    on_release: Callable[[int], None] | None = None
-    _queues: dict[str, deque[Segment]] = field(default_factory=dict)
-    in_flight_bytes: int = 0
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
 
-    def open(
-        self, key: str, end: int, docs: int, size: int, path: str, dev: int, ino: int
-    ) -> Segment:
-        """Register a chunk whose `docs` documents (of `size` bytes) are about to be sent."""
-        segment = Segment(key, end, docs, size, path, dev, ino)
-        queue = self._queues.get(key)
-        if queue is None:
-            queue = self._queues[key] = deque()
-        queue.append(segment)
-        self.in_flight_bytes += size
-        if docs == 0:
-            self._advance(queue)
-        return segment
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.interval)
+            if self.store.dirty:
+                await self._write(background=True)
 
-    def ack(self, segment: Segment, docs: int, size: int) -> None:
-        """`docs` documents of `segment` (of `size` bytes) are delivered or accounted for."""
-        segment.remaining -= docs
-        self.in_flight_bytes -= size
-        if self.on_release is not None:
-            self.on_release(size)
-        if segment.remaining <= 0:
-            queue = self._queues.get(segment.key)
-            if queue is not None and queue[0] is segment:
-                self._advance(queue)
+    async def _write(self, background: bool) -> None:
+        data = self.store.snapshot()
+        try:
+            if background:
+                await asyncio.to_thread(self.store.write, data)
+            else:
+                self.store.write(data)
+        except OSError as exc:
+            self.store.dirty = True
+            log.error("cannot write checkpoints", extra={"error": str(exc)})
 
-    def _advance(self, queue: deque[Segment]) -> None:
-        last = None
-        while queue and queue[0].remaining <= 0:
-            last = queue.popleft()
-        if last is not None:
-            self.store.commit(last.key, last.end, last.path, last.dev, last.ino)
-            if not queue:
-                del self._queues[last.key]
-
-    def pending(self, key: str) -> int:
-        """Segments of `key` not yet committed."""
-        queue = self._queues.get(key)
-        return len(queue) if queue else 0
-
-    def idle(self) -> bool:
-        """True when nothing is waiting for an acknowledgement."""
-        return not self._queues
+    async def stop(self) -> None:
+        """Finish a write in progress, then write what is committed now."""
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+        await self._write(background=False)

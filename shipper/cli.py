@@ -278,6 +278,7 @@ def checkpoints(config_path: str | None, reset_path: str | None, reset_to: int) 
       shipper checkpoints --config config.yaml --reset /var/log/containers/web-1_shop_app-<id>.log
     """
     from shipper.checkpoint import CheckpointError, CheckpointStore
+    from shipper.tail.identity import is_compressed, same_file
 
     cfg = _load(config_path)
     directory = Path(cfg.checkpoint.path)
@@ -289,7 +290,7 @@ def checkpoints(config_path: str | None, reset_path: str | None, reset_to: int) 
         raise Failure(str(exc)) from None
     try:
         if reset_path is not None:
-            keys = [k for k, e in store.files.items() if e.path == reset_path]
+            keys = [k for k, e in store.files.items() if reset_path in (e.path, e.real)]
             if not keys:
                 raise Failure(f"no checkpoint for {reset_path!r}; see `shipper checkpoints`")
             for key in keys:
@@ -298,16 +299,17 @@ def checkpoints(config_path: str | None, reset_path: str | None, reset_to: int) 
             click.echo(f"{reset_path}: committed offset set to {reset_to}")
             return
         rows = []
-        for entry in sorted(store.files.values(), key=lambda e: e.path):
+        for entry in sorted(store.files.values(), key=lambda e: e.real or e.path):
+            where = entry.real or entry.path  # the file holding the text now
             try:
-                size: int | None = os.stat(entry.path).st_size
-                st = os.stat(entry.path)
-                if (st.st_dev, st.st_ino) != (entry.dev, entry.ino):
-                    size = None  # the path now holds another file (rotated)
+                st: os.stat_result | None = os.stat(where)
             except OSError:
-                size = None
+                st = None
+            size = None
+            if same_file(st, entry.dev, entry.ino) and not is_compressed(where):
+                size = st.st_size if st is not None else None
             lag = "-" if size is None else str(max(size - entry.offset, 0))
-            rows.append((entry.path, str(entry.offset), "-" if size is None else str(size), lag))
+            rows.append((where, str(entry.offset), "-" if size is None else str(size), lag))
         header = ("PATH", "OFFSET", "SIZE", "LAG")
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
         for row in [header, *rows]:

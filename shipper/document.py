@@ -7,6 +7,7 @@ message, the stream and the offset are written.
 
 from __future__ import annotations
 
+import calendar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -154,3 +155,28 @@ def _json_field(message: bytes) -> bytes:
     if not isinstance(value, dict) or not value:
         return b""
     return b',"json":' + orjson.dumps(value)
+
+
+def epoch_seconds(ts: bytes | None) -> float:
+    """Seconds since the epoch of a normalised RFC 3339 timestamp (second resolution is
+    enough for the delay histogram); 0.0 when unknown."""
+    if not ts or len(ts) < 20:
+        return 0.0
+    try:
+        return float(
+            calendar.timegm(
+                (
+                    int(ts[0:4]),
+                    int(ts[5:7]),
+                    int(ts[8:10]),
+                    int(ts[11:13]),
+                    int(ts[14:16]),
+                    int(ts[17:19]),
+                    0,
+                    0,
+                    0,
+                )
+            )
+        ) + (float(b"0" + ts[19:-1]) if ts[19:20] == b"." else 0.0)
+    except ValueError:
+        return 0.0

@@ -28,6 +28,10 @@ class Counter:
     def inc(self, amount: float = 1.0, *labels: str) -> None:
         self.values[labels] = self.values.get(labels, 0.0) + amount
 
+    def set_total(self, value: float, *labels: str) -> None:
+        """For a count kept by another part (the tailer's statistics): its value now."""
+        self.values[labels] = value
+
     def get(self, *labels: str) -> float:
         return self.values.get(labels, 0.0)
 

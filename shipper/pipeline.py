@@ -1,22 +1,23 @@
 """The one place that knows every stage: tail -> decode -> enrich -> encode -> sink -> commit.
 
-One asyncio loop runs it. Each pass reads a batch of chunks (whole lines, one chunk per
-file in turn), decodes and encodes them into the current bulk batch, and hands full or old
-batches to the sink. Reading pauses while the bytes read but not yet acknowledged exceed
-the buffer budget, so memory stays bounded however slow the sink is: the files on disk
-are the buffer. Offsets are committed only through the acknowledgement tracker.
+One asyncio loop runs it. Each pass brings the tailer's picture of the files up to date,
+reads a batch of chunks (whole lines, one chunk per file in turn), decodes and encodes
+them into the current bulk batch, and hands full or old batches to the sink. Reading
+pauses while the bytes read but not yet acknowledged exceed the buffer budget, so memory
+stays bounded however slow the sink is: the files on disk are the buffer. The picture is
+kept up to date while reading is paused too, so rotations are followed as they happen.
+Offsets are committed only through the acknowledgement tracker, and written to disk by a
+task of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
-import calendar
 import contextlib
 import dataclasses
 import logging
 import re
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -25,13 +26,18 @@ from parsers.decoder import DecoderOptions, FileDecoder
 from parsers.events import LogEvent
 from parsers.filename import ContainerRef
 from parsers.multiline import BUILTIN as MULTILINE_RULES
-from shipper.checkpoint import AckTracker, CheckpointStore, Segment
-from shipper.document import DocumentEncoder, EncodeStats, utc_now_rfc3339
+from shipper.acks import AckTracker
+from shipper.batching import Batcher
+from shipper.checkpoint import CheckpointStore, CheckpointWriter
+from shipper.document import DocumentEncoder, EncodeStats, epoch_seconds, utc_now_rfc3339
 from shipper.kube.fragment import MetadataHandle
 from shipper.observe import Metrics
 from shipper.sinks.base import Batch, Sink
+from shipper.tail.fs import REAL, FileSystem
+from shipper.tail.items import Finished, Item, Restarted
+from shipper.tail.options import TailOptions
 from shipper.tail.reader import Chunk, FileCursor
-from shipper.tail.tailer import Finished, Item, Restarted, Tailer, TailOptions
+from shipper.tail.tailer import Tailer
 
 WAKE_INTERVAL = 0.05  # seconds between read passes when data trickles in
 
@@ -42,6 +48,12 @@ class MetadataSource(Protocol):
     def handle(self, ref: ContainerRef | None, now: float) -> MetadataHandle: ...
 
     def refresh(self, now: float) -> None: ...
+
+    def release(self, ref: ContainerRef | None, handle: MetadataHandle) -> None:
+        """A file that used `handle` ended."""
+        ...
+
+    def stop(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +82,7 @@ class FileContext:
     handle: MetadataHandle
     version: int
     skip: bool = False
-    parser: str = ""
-    waiting: list[Item] = field(default_factory=list)
+    waiting: list[Chunk] = field(default_factory=list)
 
 
 class Pipeline:
@@ -85,28 +96,31 @@ class Pipeline:
         metadata: MetadataSource,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
+        fs: FileSystem = REAL,
     ) -> None:
         self.options = options
         self.store = store
         self.metadata = metadata
         self.metrics = metrics or Metrics()
         self.clock = clock
-        tail_options = options.tail
-        self.tailer = Tailer(tail_options, store, on_open=self._on_open, clock=clock)
+        self.tailer = Tailer(options.tail, store, clock=clock, fs=fs)
         self.tracker = AckTracker(store, on_release=self._on_release)
         self.sink = sink_factory(self._on_ack)
-        self._batch = Batch()
-        self._full: deque[Batch] = deque()
+        self.batches = Batcher(
+            options.batch_max_docs, options.batch_max_bytes, options.batch_max_delay, clock
+        )
+        self.writer = CheckpointWriter(store, options.checkpoint_interval)
+        self._contexts: dict[FileCursor, FileContext] = {}
+        self._holding: set[FileCursor] = set()  # files whose decoder holds an event
+        self._waiting: set[FileCursor] = set()  # files whose lines wait for metadata
         self._stopping = False
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._holding: set[FileCursor] = set()
-        self._waiting: set[FileCursor] = set()
-        self._saving = False
         self._last_beat = time.monotonic()
         self._next_housekeeping = 0.0
         self._last_wake = 0.0
         self._next_expire = 0.0
+        self.decoder_dropped = 0  # bytes cut by decoders (size caps, multiline joiner)
         self.finished_once = False
         self.encode_stats = EncodeStats()
 
@@ -130,6 +144,8 @@ class Pipeline:
         self.tailer.wakeup = lambda: loop.call_soon_threadsafe(wake.set)
         await self.sink.start()
         self.tailer.start()
+        if self.store.directory is not None:
+            self.writer.start()
         try:
             await self._loop_until_stopped()
         finally:
@@ -148,12 +164,11 @@ class Pipeline:
                 if fatal is not None:
                     raise fatal
                 self.tick(now)
-                await self._maybe_save()
             if opts.once:
                 if not self.finished_once and read == 0 and self._once_complete():
                     self.finish_once(now)
                     continue
-                if self.finished_once and self.tracker.idle() and not self._full:
+                if self.finished_once and self.tracker.idle() and not self.batches.pending():
                     return  # everything read has been delivered
             if read and self.room() > 0:
                 await asyncio.sleep(0)
@@ -168,40 +183,32 @@ class Pipeline:
         return self.options.buffer_max_bytes - self.tracker.in_flight_bytes
 
     def poll(self, now: float) -> int:
-        """Read one pass of chunks (if the budget allows) and encode them into the batch."""
+        """Bring the picture of the files up to date and, if the budget allows, read one
+        pass of chunks and encode them into the batch; return the chunks read."""
         room = self.room()
-        if room <= 0:
-            return 0
-        items = self.tailer.read(min(self.options.read_bytes, room))
+        items = self.tailer.read(min(self.options.read_bytes, room) if room > 0 else 0)
         if items:
             self._process(items, now)
-        return len(items)
+        return sum(1 for item in items if type(item) is Chunk)
 
     def batch_due(self, now: float) -> bool:
-        """A batch is full, or the open one is old enough, or the budget is spent."""
-        batch = self._batch
-        return bool(self._full) or (
-            bool(batch.parts)
-            and (now - batch.created >= self.options.batch_max_delay or self.room() <= 0)
-        )
+        return self.batches.due(now, self.room() <= 0)
 
     def take_batch(self) -> Batch:
         """Hand over the oldest full batch, else the open one (acknowledge with `acknowledge`)."""
-        if self._full:
-            return self._full.popleft()
-        batch, self._batch = self._batch, Batch()
-        return batch
+        return self.batches.take()
 
     def acknowledge(self, batch: Batch) -> None:
         self._on_ack(batch)
 
     async def _sleep(self, now: float) -> None:
         assert self._wake is not None
-        deadline = self._next_housekeeping
-        if self.room() > 0:  # when the budget is spent, only an acknowledgement wakes us
-            deadline = min(deadline, self.tailer.next_wakeup())
-        if self._batch.entries:
-            deadline = min(deadline, self._batch.created + self.options.batch_max_delay)
+        deadline = min(self._next_housekeeping, self.tailer.next_wakeup())
+        if self.room() <= 0:  # reading paused: the picture is still kept up to date
+            deadline = min(self._next_housekeeping, self.tailer.next_discovery())
+        batch_due = self.batches.deadline()
+        if batch_due is not None:
+            deadline = min(deadline, batch_due)
         timeout = max(deadline - now, 0.0)
         if timeout <= 0:
             await asyncio.sleep(0)
@@ -222,16 +229,14 @@ class Pipeline:
         self._wake.clear()
         self._last_wake = time.monotonic()
 
-    def save_checkpoints(self, only_if_urgent: bool = False) -> None:
-        """Write the store now (blocking)."""
-        if self.store.urgent or not only_if_urgent:
-            self.store.save()
-
     # ---- the path of a chunk -----------------------------------------------------------
 
-    def _on_open(self, cursor: FileCursor) -> None:
-        now = self.clock()
-        handle = self.metadata.handle(cursor.ref, now)
+    def _context(self, cursor: FileCursor) -> FileContext:
+        """A file's decoder and encoder, made when its first chunk arrives."""
+        ctx = self._contexts.get(cursor)
+        if ctx is not None:
+            return ctx
+        handle = self.metadata.handle(cursor.ref, self.clock())
         encoder = self.sink.encoder(cursor.path, handle.fragment, cursor.id_prefix)
         encoder.stats = self.encode_stats
         encoder.parse_json = handle.parser == "json"
@@ -239,7 +244,8 @@ class Pipeline:
         self._apply_multiline_hint(ctx)
         if self.options.file_filter is not None and not self.options.file_filter(cursor):
             ctx.skip = True
-        cursor.context = ctx
+        self._contexts[cursor] = ctx
+        return ctx
 
     def _apply_multiline_hint(self, ctx: FileContext) -> None:
         """A pod's shipper.io/multiline hint, possibly known only after the file opened."""
@@ -250,44 +256,35 @@ class Pipeline:
 
     def _process(self, items: list[Item], now: float) -> None:
         now_ts = utc_now_rfc3339()
-        metrics = self.metrics
         for item in items:
             if type(item) is Chunk:
-                cursor = item.cursor
-                ctx: FileContext = cursor.context
+                ctx = self._context(item.cursor)
                 handle = ctx.handle
                 if ctx.waiting or (not handle.resolved and now < handle.wait_until):
                     ctx.waiting.append(item)
-                    self._waiting.add(cursor)
+                    self._waiting.add(item.cursor)
                     continue
                 self._chunk(item, ctx, now, now_ts)
+                continue
+            cursor = item.cursor
+            ctx = self._contexts.get(cursor)
+            if ctx is None:
+                continue  # nothing was read from it
+            self._release_waiting(cursor, ctx, now, now_ts)
+            if type(item) is Restarted:
+                events = self._flush(ctx, ctx.decoder.flush_all(now))
+                self._emit(ctx, events, item.end, item.key, item.id_prefix, now_ts)
             elif type(item) is Finished:
-                ctx = item.cursor.context
-                if ctx is None:
-                    continue
-                self._release_waiting(item.cursor, now, now_ts)
-                if not item.cursor.needs_key:  # else its text was handed on by Restarted
-                    events = ctx.decoder.flush_all(now)
-                    self._emit(
-                        item.cursor,
-                        ctx,
-                        events,
-                        item.cursor.offset,
-                        item.cursor.key,
-                        item.cursor.id_prefix,
-                        now_ts,
-                    )
-                self._holding.discard(item.cursor)
-                metrics.bytes_truncated.inc(ctx.decoder.dropped_bytes + item.cursor.dropped_bytes)
-                release = getattr(self.metadata, "release", None)
-                if release is not None:
-                    release(item.cursor.ref, ctx.handle)
-                item.cursor.context = None
-            elif type(item) is Restarted:
-                ctx = item.cursor.context
-                self._release_waiting(item.cursor, now, now_ts)
-                events = ctx.decoder.flush_all(now)
-                self._emit(item.cursor, ctx, events, item.end, item.key, item.id_prefix, now_ts)
+                if cursor.key:  # else its text was handed on by Restarted
+                    events = self._flush(ctx, ctx.decoder.flush_all(now))
+                    self._emit(ctx, events, cursor.offset, cursor.key, cursor.id_prefix, now_ts)
+                self._holding.discard(cursor)
+                self.metadata.release(cursor.ref, ctx.handle)
+                del self._contexts[cursor]
+
+    def _flush(self, ctx: FileContext, events: list[LogEvent]) -> list[LogEvent]:
+        self.decoder_dropped += ctx.decoder.take_dropped()
+        return events
 
     def _chunk(self, chunk: Chunk, ctx: FileContext, now: float, now_ts: bytes) -> None:
         decoder = ctx.decoder
@@ -297,6 +294,8 @@ class Pipeline:
         else:
             events = decoder.feed(chunk.offset, chunk.data, now)
             self.metrics.lines_read.inc(chunk.data.count(b"\n"))
+        if decoder.dropped_bytes:
+            self.decoder_dropped += decoder.take_dropped()
         self.metrics.bytes_read.inc(len(chunk.data))
         pending = decoder.pending_start()
         cursor = chunk.cursor
@@ -306,11 +305,10 @@ class Pipeline:
         else:
             end = min(pending, chunk.end)
             self._holding.add(cursor)
-        self._emit(cursor, ctx, events, end, chunk.key, chunk.id_prefix, now_ts)
+        self._emit(ctx, events, end, chunk.key, chunk.id_prefix, now_ts)
 
     def _emit(
         self,
-        cursor: FileCursor,
         ctx: FileContext,
         events: list[LogEvent],
         end: int,
@@ -338,58 +336,22 @@ class Pipeline:
         entries: list[bytes] = []
         size = encoder.encode(events, now_ts, entries)
         docs = len(entries)
-        segment = self.tracker.open(key, end, docs, size, cursor.path, cursor.dev, cursor.ino)
+        segment = self.tracker.open(key, end, docs, size)
         if docs:
-            segment.oldest = _epoch(events[0].time)
-            self._add(segment, entries, size)
+            segment.oldest = epoch_seconds(events[0].time)
+            self.batches.add(segment, entries, size)
             self.metrics.events.inc(docs)
             if not handle.resolved:
                 self.metrics.metadata_missing.inc(docs)
 
-    def _add(self, segment: Segment, entries: list[bytes], size: int) -> None:
-        """Put a segment's entries into batches of at most batch_max_docs/_bytes."""
-        opts = self.options
-        batch = self._batch
-        if not batch.entries:
-            batch.created = self.clock()
-        if (
-            len(batch.entries) + len(entries) < opts.batch_max_docs
-            and batch.size + size < opts.batch_max_bytes
-        ):
-            batch.entries += entries
-            batch.add(segment, len(entries), size)
-            return
-        start = 0
-        while start < len(entries):
-            room_docs = opts.batch_max_docs - len(batch.entries)
-            room_bytes = opts.batch_max_bytes - batch.size
-            end, taken = start, 0
-            while end < len(entries) and end - start < room_docs:
-                n = len(entries[end])
-                if taken + n > room_bytes and (end > start or batch.entries):
-                    break
-                taken += n
-                end += 1
-            if end > start:
-                batch.entries += entries[start:end]
-                batch.add(segment, end - start, taken)
-                start = end
-            if (
-                start < len(entries)
-                or len(batch.entries) >= opts.batch_max_docs
-                or (batch.size >= opts.batch_max_bytes)
-            ):
-                self._full.append(batch)
-                batch = self._batch = Batch(created=self.clock())
-
-    def _release_waiting(self, cursor: FileCursor, now: float, now_ts: bytes) -> None:
-        ctx: FileContext = cursor.context
-        if ctx is None or not ctx.waiting:
+    def _release_waiting(
+        self, cursor: FileCursor, ctx: FileContext, now: float, now_ts: bytes
+    ) -> None:
+        if not ctx.waiting:
             return
         waiting, ctx.waiting = ctx.waiting, []
         self._waiting.discard(cursor)
         for chunk in waiting:
-            assert isinstance(chunk, Chunk)
             self._chunk(chunk, ctx, now, now_ts)
 
     # ---- delivery ------------------------------------------------------------------------
@@ -400,7 +362,7 @@ class Pipeline:
             await self.sink.send(batch)
 
     async def _dispatch_all(self) -> None:
-        while self._full or self._batch.parts:
+        while self.batches.pending():
             await self._dispatch()
 
     def _on_ack(self, batch: Batch) -> None:
@@ -423,59 +385,36 @@ class Pipeline:
         self._next_housekeeping = now + 0.25
         now_ts = utc_now_rfc3339()
         for cursor in list(self._holding):
-            ctx: FileContext | None = cursor.context
+            ctx = self._contexts.get(cursor)
             if ctx is None:
                 self._holding.discard(cursor)
                 continue
             if ctx.waiting:
                 continue
-            events = ctx.decoder.flush_expired(now)
+            events = self._flush(ctx, ctx.decoder.flush_expired(now))
             if events:
                 pending = ctx.decoder.pending_start()
                 end = cursor.offset if pending is None else min(pending, cursor.offset)
                 if pending is None:
                     self._holding.discard(cursor)
-                self._emit(cursor, ctx, events, end, cursor.key, cursor.id_prefix, now_ts)
+                self._emit(ctx, events, end, cursor.key, cursor.id_prefix, now_ts)
         self.metadata.refresh(now)
         for cursor in list(self._waiting):
-            ctx = cursor.context
-            if ctx is None or ctx.handle.resolved or now >= ctx.handle.wait_until:
-                self._release_waiting(cursor, now, now_ts)
+            ctx = self._contexts.get(cursor)
+            if ctx is None:
+                self._waiting.discard(cursor)
+            elif ctx.handle.resolved or now >= ctx.handle.wait_until:
+                self._release_waiting(cursor, ctx, now, now_ts)
         if now >= self._next_expire:
             self._next_expire = now + 3600
             self.store.expire(time.time())
 
-    async def _maybe_save(self) -> None:
-        if (
-            self.store.dirty
-            and not self._saving
-            and (
-                self.store.urgent
-                or time.time() - self.store.last_save >= self.options.checkpoint_interval
-            )
-        ):
-            await self._save_checkpoints(background=True)
-
-    async def _save_checkpoints(self, background: bool) -> None:
-        data = self.store.snapshot()
-        self._saving = True
-        try:
-            if background:
-                await asyncio.to_thread(self.store.write, data)
-            else:
-                self.store.write(data)
-        except OSError as exc:
-            self.store.dirty = True
-            log.error("cannot write checkpoints", extra={"error": str(exc)})
-        finally:
-            self._saving = False
-
     def update_gauges(self) -> None:
-        """Refresh gauges that are cheap to compute only when scraped."""
+        """Refresh gauges and the counters kept by other parts, when scraped."""
         m = self.metrics
         cursors = self.tailer.cursors
         m.files_followed.set(len(cursors))
-        m.files_open.set(sum(1 for c in cursors if c.is_open))
+        m.files_open.set(self.tailer.open_files())
         m.in_flight.set(self.tracker.in_flight_bytes)
         lag = 0
         for cursor in cursors:
@@ -488,13 +427,14 @@ class Pipeline:
         last = self.store.last_save
         m.checkpoint_age.set(time.time() - last if last else 0.0)
         stats = self.tailer.stats
-        m.rotations.values[()] = stats.rotations
+        m.rotations.set_total(stats.rotations)
+        m.truncations.set_total(stats.truncations)
+        m.bytes_truncated.set_total(stats.truncated_bytes + self.decoder_dropped)
         for reason, nbytes in stats.given_up_bytes.items():
-            m.bytes_given_up.values[(reason,)] = nbytes
-        m.up.set(1.0 if self.sink.ready() else 0.0)
+            m.bytes_given_up.set_total(nbytes, reason)
         for flag, count in self.encode_stats.flags.items():
-            m.events_flagged.values[(flag,)] = count
-        m.truncations.values[()] = stats.truncations
+            m.events_flagged.set_total(count, flag)
+        m.up.set(1.0 if self.sink.ready() else 0.0)
 
     # ---- ending ----------------------------------------------------------------------------
 
@@ -506,12 +446,9 @@ class Pipeline:
     def finish_once(self, now: float) -> None:
         """--once: every file is read to its end; ship what decoders hold, then stop."""
         now_ts = utc_now_rfc3339()
-        for cursor in self.tailer.cursors:
-            ctx: FileContext | None = cursor.context
-            if ctx is None:
-                continue
-            events = ctx.decoder.flush_all(now)
-            self._emit(cursor, ctx, events, cursor.offset, cursor.key, cursor.id_prefix, now_ts)
+        for cursor, ctx in list(self._contexts.items()):
+            events = self._flush(ctx, ctx.decoder.flush_all(now))
+            self._emit(ctx, events, cursor.offset, cursor.key, cursor.id_prefix, now_ts)
         self.finished_once = True
 
     async def _shutdown(self) -> None:
@@ -527,35 +464,8 @@ class Pipeline:
                 )
         finally:
             self.tailer.stop()
-            stop_metadata = getattr(self.metadata, "stop", None)
-            if stop_metadata is not None:
-                stop_metadata()
+            self.metadata.stop()
             await self.sink.close()
             if self.store.directory is not None:
-                await self._save_checkpoints(background=False)
+                await self.writer.stop()
             self.store.close()
-
-
-def _epoch(ts: bytes | None) -> float:
-    """Seconds since the epoch of a normalised RFC 3339 timestamp (second resolution is
-    enough for the delay histogram); 0.0 when unknown."""
-    if not ts or len(ts) < 20:
-        return 0.0
-    try:
-        return float(
-            calendar.timegm(
-                (
-                    int(ts[0:4]),
-                    int(ts[5:7]),
-                    int(ts[8:10]),
-                    int(ts[11:13]),
-                    int(ts[14:16]),
-                    int(ts[17:19]),
-                    0,
-                    0,
-                    0,
-                )
-            )
-        ) + (float(b"0" + ts[19:-1]) if ts[19:20] == b"." else 0.0)
-    except ValueError:
-        return 0.0

@@ -27,7 +27,8 @@ from shipper.kube.fragment import FileNameMetadata
 from shipper.observe import scrape
 from shipper.pipeline import Pipeline, PipelineOptions
 from shipper.sinks.base import Batch
-from shipper.tail.tailer import TailOptions
+from shipper.tail.fs import FileSystem
+from shipper.tail.options import TailOptions
 from tests.harness.elasticsearch import EsTestClient
 
 CONTAINER_ID = "c0ffee" + "0" * 58
@@ -112,6 +113,7 @@ class Driver:
     delivered: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     held: list[Batch] = field(default_factory=list)
     pipeline: Pipeline | None = None
+    fs: FileSystem = field(default_factory=FileSystem)
 
     def __post_init__(self) -> None:
         self.start()
@@ -135,7 +137,12 @@ class Driver:
             batch_max_delay=0.0,
         )
         self.pipeline = Pipeline(
-            options, CollectSink, store, FileNameMetadata("node-1"), clock=lambda: self.now
+            options,
+            CollectSink,
+            store,
+            FileNameMetadata("node-1"),
+            clock=lambda: self.now,
+            fs=self.fs,
         )
         self.pipeline.tailer.rescan(self.now)
 
@@ -164,8 +171,6 @@ class Driver:
                     p.acknowledge(batch)
                 else:
                     self.held.append(batch)
-            if self.checkpoint_dir is not None:
-                p.save_checkpoints(only_if_urgent=True)  # as the loop's housekeeping does
             if read == 0 and not p.tailer.has_ready():
                 break
         return len(self.delivered) - before
@@ -200,8 +205,15 @@ class Driver:
         return [doc["message"] for _, doc in self.delivered]
 
 
+ROTATION_NAMES = {
+    "kubelet": lambda n: f"0.log.20240301-{n:06d}",  # kubelet and containerd
+    "numeric": lambda n: f"0.log.{n:06d}",  # logrotate-style counters
+}
+
+
 class KubeletDir:
-    """One container's log directory, rotated the way kubelet and containerd do it."""
+    """One container's log directory, rotated the way kubelet and containerd do it (or,
+    with `naming="numeric"`, under numbered names as logrotate-style schemes do)."""
 
     def __init__(
         self,
@@ -211,7 +223,9 @@ class KubeletDir:
         container: str = "app",
         container_id: str = CONTAINER_ID,
         uid: str | None = None,
+        naming: str = "kubelet",
     ) -> None:
+        self.rotation_name = ROTATION_NAMES[naming]
         self.directory = root / "pods" / f"{namespace}_{pod}_{uid or 'uid-' + pod}" / container
         self.directory.mkdir(parents=True, exist_ok=True)
         self.links = root / "containers"
@@ -230,8 +244,7 @@ class KubeletDir:
     def rotate(self, compress_older: bool = True) -> Path:
         """0.log -> 0.log.<stamp>, new empty 0.log; gzip older rotations (delete the plain)."""
         self.rotations += 1
-        stamp = f"20240301-{self.rotations:06d}"
-        rotated = self.directory / f"0.log.{stamp}"
+        rotated = self.directory / self.rotation_name(self.rotations)
         os.rename(self.live, rotated)
         self.live.touch()
         self._plain.append(rotated)

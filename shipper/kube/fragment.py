@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -54,7 +54,6 @@ class MetadataHandle:
     parser: str = ""
     multiline: str = ""
     wait_until: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def update(self, fragment: bytes) -> None:
         if fragment != self.fragment:
@@ -72,4 +71,10 @@ class FileNameMetadata:
         return MetadataHandle(serialise(file_name_fields(ref, self.node)))
 
     def refresh(self, now: float) -> None:
+        return None
+
+    def release(self, ref: ContainerRef | None, handle: MetadataHandle) -> None:
+        return None
+
+    def stop(self) -> None:
         return None

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from shipper.checkpoint import Segment
+from shipper.acks import Segment
 from shipper.document import DocumentEncoder
 
 

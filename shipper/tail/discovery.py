@@ -1,4 +1,4 @@
-"""Finding log files: globs and excludes, symlinks, rotated siblings, and file events."""
+"""Finding log files: globs and excludes, symlinks, and the watcher of their directories."""
 
 from __future__ import annotations
 
@@ -6,17 +6,14 @@ import fnmatch
 import glob
 import logging
 import os
-import re
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 from shipper.tail import inotify
+from shipper.tail.changes import Changes
+from shipper.tail.fs import REAL, FileSystem
 
 log = logging.getLogger(__name__)
-
-# kubelet and containerd rotate <n>.log to <n>.log.<YYYYMMDD-HHMMSS>, later gzip-compressed.
-_ROTATION = re.compile(r"(?P<base>.+\.log)\.(?P<stamp>\d{8}-\d{6}(?:\.\d+)?)(?P<gz>\.gz)?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +32,10 @@ Resolved = dict[str, tuple[str, str]]
 
 
 def expand(
-    patterns: list[str], exclude: list[str], resolved: Resolved | None = None
+    patterns: list[str],
+    exclude: list[str],
+    resolved: Resolved | None = None,
+    fs: FileSystem = REAL,
 ) -> dict[str, Found]:
     """Every regular file the patterns match (following symlinks), minus the excluded.
 
@@ -48,14 +48,14 @@ def expand(
     cache: Resolved = {} if resolved is None else resolved
     seen: Resolved = {}
     for pattern in patterns:
-        for path in sorted(glob.iglob(pattern)):
+        for path in fs.glob(pattern):
             if path in found or excluded(path, exclude):
                 continue
             try:
-                link = os.readlink(path) if os.path.islink(path) else ""
+                link = fs.readlink(path)
                 hit = cache.get(path)
-                real = hit[1] if hit is not None and hit[0] == link else os.path.realpath(path)
-                st = os.stat(real)
+                real = hit[1] if hit is not None and hit[0] == link else fs.realpath(path)
+                st = fs.stat(real)
             except OSError:
                 continue  # a dangling link or a file gone between glob and stat
             seen[path] = (link, real)
@@ -78,43 +78,6 @@ def excluded(path: str, exclude: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(path, p) or fnmatch.fnmatchcase(name, p) for p in exclude)
 
 
-@dataclass(frozen=True, slots=True)
-class Sibling:
-    """A rotated copy of a live file, e.g. 0.log.20240301-102030[.gz]."""
-
-    path: str
-    stamp: str
-    compressed: bool
-
-
-def rotated_siblings(real: str) -> list[Sibling]:
-    """Rotations of the file at `real` in its directory, oldest first."""
-    directory, name = os.path.split(real)
-    try:
-        entries = os.listdir(directory)
-    except OSError:
-        return []
-    return rotations_among(directory, name, entries)
-
-
-def rotations_among(directory: str, name: str, entries: Iterable[str]) -> list[Sibling]:
-    """The rotations of `name` among the file names `entries` of `directory`, oldest first.
-
-    When both a plain rotation and its compressed copy exist (compression in progress),
-    the plain one is listed: it is complete, the .gz may not be yet.
-    """
-    by_stamp: dict[str, Sibling] = {}
-    for entry in entries:
-        m = _ROTATION.fullmatch(entry)
-        if m is None or m["base"] != name:
-            continue
-        sibling = Sibling(os.path.join(directory, entry), m["stamp"], m["gz"] is not None)
-        current = by_stamp.get(sibling.stamp)
-        if current is None or (current.compressed and not sibling.compressed):
-            by_stamp[sibling.stamp] = sibling
-    return [by_stamp[s] for s in sorted(by_stamp)]
-
-
 def watch_roots(patterns: list[str]) -> list[tuple[str, bool]]:
     """Directories to watch for new files: (directory, recursive) per pattern."""
     roots = []
@@ -132,7 +95,7 @@ def watch_roots(patterns: list[str]) -> list[tuple[str, bool]]:
 
 
 class DirectoryWatcher(Protocol):
-    """Calls a `notify()` from its own thread when files appear, move or vanish."""
+    """Reports to a `Changes`, from its own thread, where files appear, move or vanish."""
 
     def start(self) -> None: ...
     def watch(self, directory: str, recursive: bool = False) -> None: ...
@@ -141,12 +104,12 @@ class DirectoryWatcher(Protocol):
     def stop(self) -> None: ...
 
 
-def make_watcher(notify: Callable[[], None]) -> DirectoryWatcher | None:
+def make_watcher(changes: Changes) -> DirectoryWatcher | None:
     """One inotify instance on Linux; watchdog elsewhere (`shipper tail` on a laptop);
     None if neither can be had (the periodic rescan then finds everything)."""
     if inotify.available():
         try:
-            return inotify.InotifyWatcher(notify)
+            return inotify.InotifyWatcher(changes)
         except OSError as exc:
             log.warning(
                 "cannot use inotify; relying on rescans (inputs.rescan_interval)",
@@ -155,4 +118,4 @@ def make_watcher(notify: Callable[[], None]) -> DirectoryWatcher | None:
             return None
     from shipper.tail.portable_watch import Watcher  # watchdog: only where it is needed
 
-    return Watcher(notify)
+    return Watcher(changes)

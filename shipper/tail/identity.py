@@ -1,55 +1,42 @@
-"""File identity: which file a cursor, a checkpoint and a document id belong to.
+"""File identity: which text a cursor, a checkpoint and a document id belong to.
 
-A file is known by a fingerprint of its first line (at most FINGERPRINT_BYTES) within the
-directory it lives in. Container log lines begin with a nanosecond timestamp, so the first
-line tells files apart; the directory keeps two containers' files apart even if their first
-lines were equal. The key survives a rename (rotation) and gzip compression (the
-fingerprint is taken from the decompressed bytes), and a reused inode with new content
-gets a new key. Device and inode are kept beside the key to follow a file that is open.
+A text is known by the directory it was written in, the live file name it was written
+under (its stream: `0.log` and all its rotations are one stream), the container id from
+the kubelet link that led to it, and a fingerprint of its first line. The key made of
+these survives renames (rotation) and gzip compression (the fingerprint is taken from the
+decompressed bytes); two files that begin with the same line in one directory are still
+two texts when they are two streams, and a reused inode with a new first line is a new
+text. While a file is open, its (device, inode) follows it whatever its name.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
-import zlib
 
-FINGERPRINT_BYTES = 1024
+from shipper.tail.fs import FINGERPRINT_BYTES
 
 
-def fingerprint(head: bytes) -> str | None:
-    """Fingerprint of a file's first bytes; None while its first line is still incomplete."""
+def fingerprint(head: bytes, final: bool = False) -> str | None:
+    """Fingerprint of a file's first bytes; None while its first line is still incomplete.
+    A `final` file (rotated: it will not grow) is known by what it holds even without a
+    newline, unless it is empty."""
     end = head.find(b"\n", 0, FINGERPRINT_BYTES)
     if end == -1:
-        if len(head) < FINGERPRINT_BYTES:
+        if len(head) < FINGERPRINT_BYTES and not (final and head):
             return None
-        end = FINGERPRINT_BYTES - 1
+        end = min(len(head), FINGERPRINT_BYTES) - 1
     return hashlib.blake2b(head[: end + 1], digest_size=8).hexdigest()
 
 
-def read_head(path: str, compressed: bool) -> bytes:
-    """The first FINGERPRINT_BYTES of a file (decompressed for .gz); b"" if unreadable."""
-    try:
-        if compressed:
-            with gzip.open(path, "rb") as fh:
-                return fh.read(FINGERPRINT_BYTES)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            return os.pread(fd, FINGERPRINT_BYTES, 0)
-        finally:
-            os.close(fd)
-    except (OSError, EOFError, zlib.error, gzip.BadGzipFile):
-        return b""
-
-
-def file_key(scope: str, fp: str) -> str:
-    """The checkpoint key of a file: fingerprint and directory."""
-    return f"{fp}|{scope}"
+def file_key(fp: str, scope: str, stream: str, container_id: str = "") -> str:
+    """The checkpoint key of a text (stores written by older versions hold `fp|scope`)."""
+    key = f"{fp}|{scope}|{stream}"
+    return f"{key}|{container_id[:16]}" if container_id else key
 
 
 def id_prefix(key: str) -> bytes:
-    """Document id prefix for a file; the id is this plus the record's offset in hex."""
+    """Document id prefix for a text; the id is this plus the record's offset in hex."""
     return hashlib.blake2b(key.encode(), digest_size=10).hexdigest().encode()
 
 
@@ -57,14 +44,6 @@ def is_compressed(path: str) -> bool:
     return path.endswith(".gz")
 
 
-def gzip_size_matches(path: str, offset: int) -> bool:
-    """True if a gzip file's uncompressed length (its trailer, modulo 2**32) is `offset`."""
-    if offset <= 0:
-        return False
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(-4, os.SEEK_END)
-            trailer = fh.read(4)
-    except OSError:
-        return False
-    return len(trailer) == 4 and int.from_bytes(trailer, "little") == offset % (1 << 32)
+def same_file(st: os.stat_result | None, dev: int, ino: int) -> bool:
+    """`st` (of a path, or None if it is gone) is the file (dev, ino)."""
+    return st is not None and st.st_ino == ino and st.st_dev == dev

@@ -8,8 +8,9 @@ take them all. Here one instance holds one watch per directory (bounded by the f
 larger `max_user_watches`), read by one thread.
 
 Only structural events are asked for (a file or directory created, moved or deleted;
-the watched directory itself moved or deleted): they mean "rescan soon". New data is
-found by polling (see shipper.tail.tailer), so writes are not watched.
+the watched directory itself moved or deleted): they say which directories to look at
+again, and the two halves of a rename (paired by the kernel's cookie) say where a file
+went. New data is found by polling (see shipper.tail.schedule), so writes are not watched.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import os
 import select
 import struct
 import threading
-from collections.abc import Callable
+
+from shipper.tail.changes import Changes, Move
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +67,14 @@ def available() -> bool:
 
 
 class InotifyWatcher:
-    """Calls `notify()` from its thread when something appeared, moved or vanished in a
-    watched directory (or, for a recursive watch, in any directory below it)."""
+    """Reports to `changes`, from its thread, the directories where something appeared,
+    moved or vanished (for a recursive watch, any directory below it) and the renames."""
 
-    def __init__(self, notify: Callable[[], None]) -> None:
+    def __init__(self, changes: Changes) -> None:
         assert _LIBC is not None, "inotify is not available"
         self._libc = _LIBC
-        self._notify = notify
+        self._changes = changes
+        self._move_from: dict[int, tuple[str, str]] = {}  # cookie -> first half of a rename
         fd = self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if fd < 0:
             err = ctypes.get_errno()
@@ -186,29 +189,46 @@ class InotifyWatcher:
                 continue
             except OSError:
                 return
-            if self._handle(data):
-                self._notify()
+            self._handle(data)
 
-    def _handle(self, data: bytes) -> bool:
-        """Apply the events to the watch table; True if any is worth a rescan."""
-        relevant = False
+    def _handle(self, data: bytes) -> None:
+        """Apply the events to the watch table and report them."""
+        dirs: set[str] = set()
+        moves: list[Move] = []
+        created: set[tuple[str, str]] = set()
+        overflow = False
         pos = 0
         with self._lock:
             while pos + _EVENT.size <= len(data):
-                wd, mask, _, length = _EVENT.unpack_from(data, pos)
-                name = data[pos + _EVENT.size : pos + _EVENT.size + length].rstrip(b"\0")
-                pos += _EVENT.size + length
+                wd, mask, cookie, length = _EVENT.unpack_from(data, pos)
+                start = pos + _EVENT.size
+                name = os.fsdecode(data[start : start + length].rstrip(b"\0"))
+                pos = start + length
                 if mask & IN_Q_OVERFLOW:
-                    relevant = True  # events were lost: only a rescan knows what happened
+                    overflow = True  # events were lost: only a full look knows what happened
                     continue
                 if mask & IN_IGNORED:
                     self._forget(wd)
                     continue
-                relevant = True
+                directory = self._dirs.get(wd)
+                if directory is None:
+                    continue
                 self.events += 1
+                dirs.add(directory)
+                if mask & IN_ISDIR:
+                    pass
+                elif mask & IN_MOVED_FROM:
+                    if len(self._move_from) > 4096:  # halves whose other half never came
+                        self._move_from.clear()
+                    self._move_from[cookie] = (directory, name)
+                elif mask & (IN_MOVED_TO | IN_CREATE):
+                    created.add((directory, name))
+                    source = self._move_from.pop(cookie, None) if mask & IN_MOVED_TO else None
+                    if source is not None:
+                        moves.append((*source, directory, name))
                 if mask & IN_ISDIR and mask & (IN_CREATE | IN_MOVED_TO):
-                    self._grow(wd, os.fsdecode(name))
-        return relevant
+                    self._grow(wd, name)
+        self._changes.add(dirs, moves, created, overflow)
 
     def _grow(self, parent_wd: int, name: str) -> None:
         """A directory appeared under a recursively watched one: watch it (and below)."""

@@ -8,7 +8,6 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable
 
 from watchdog.events import (
     DirCreatedEvent,
@@ -22,6 +21,8 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 from watchdog.observers.api import ObservedWatch
+
+from shipper.tail.changes import Changes
 
 log = logging.getLogger(__name__)
 
@@ -40,24 +41,34 @@ _STRUCTURAL: list[type[FileSystemEvent]] = [
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, notify: Callable[[], None]) -> None:
-        self._notify = notify
+    def __init__(self, changes: Changes) -> None:
+        self._changes = changes
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        self._notify()
+        src = os.fsdecode(event.src_path)
+        if isinstance(event, FileMovedEvent):
+            dst = os.fsdecode(event.dest_path)
+            (sd, sn), (dd, dn) = os.path.split(src), os.path.split(dst)
+            self._changes.add({sd, dd}, [(sd, sn, dd, dn)], {(dd, dn)})
+        elif isinstance(event, FileCreatedEvent):
+            self._changes.add({os.path.dirname(src)}, created={os.path.split(src)})
+        else:
+            self._changes.add(
+                {src, os.path.dirname(src)} if event.is_directory else {os.path.dirname(src)}
+            )
 
 
 class Watcher:
     """inotify, FSEvents or kqueue (through watchdog) on the directories that matter.
 
-    `notify()` is called from the observer thread when a file or directory appeared,
-    moved or vanished there: a rescan is due.
+    The observer thread reports to `changes` where a file or directory appeared, moved
+    or vanished, and the renames.
     """
 
-    def __init__(self, notify: Callable[[], None]) -> None:
+    def __init__(self, changes: Changes) -> None:
         self._observer = Observer()
         self._observer.daemon = True
-        self._handler = _Handler(notify)
+        self._handler = _Handler(changes)
         self._watches: dict[tuple[str, bool], ObservedWatch] = {}
         self._lock = threading.Lock()
         self._started = False

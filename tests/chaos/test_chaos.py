@@ -195,6 +195,65 @@ def test_rotation_storm_100_files_every_100ms(tmp_path, es_url, es_client):
     print(f"{written} lines, {rotations} rotations; {read:.0f} read, {again:.0f} answered 409")
 
 
+def test_rotations_under_two_naming_schemes_through_a_sigkill_and_an_outage(
+    tmp_path, es_server_factory
+):
+    """Rotation by rename every 100-300 ms (older rotations compressed, the plain copy
+    removed), half the containers under kubelet names and half under numbered ones;
+    shipper SIGKILLed once; Elasticsearch down long enough that reading pauses on a full
+    buffer while the rotations go on. Every line exactly once, nothing given up."""
+    server = es_server_factory()
+    client = EsTestClient(server.url)
+    ds = stream_name()
+    n = scale(20, 60)
+    dirs = [
+        KubeletDir(tmp_path, pod=f"names-{i}", naming="kubelet" if i % 2 else "numeric")
+        for i in range(n)
+    ]
+    config = es_config(tmp_path, server.url, ds, buffer={"max_bytes": "1MiB"})
+    shipper = ShipperProcess(tmp_path, config).start()
+    first = first_lines(dirs, client, ds)
+    rng = random.Random(11)
+    writers = [
+        Writer(
+            [k],
+            scale(6_000, 9_000),
+            per_round=10,
+            rotate_every=rng.choice((10, 20, 30)),
+            pace=0.1,
+            first=first + i * 10_000,
+        )
+        for i, k in enumerate(dirs)
+    ]
+    for w in writers:
+        w.start()
+    wait_for(lambda: client.count(ds) >= first + 5 * n * 100, 300, "lines flowing")
+    shipper.kill()
+    shipper = ShipperProcess(tmp_path, config).start()
+    wait_for(lambda: shipper.metrics().get("shipper_sink_up", 0) == 1, 120, "shipper back")
+    server.kill()
+    down = time.monotonic()
+    wait_for(
+        lambda: shipper.metrics().get("shipper_in_flight_bytes", 0) >= 1 << 20,
+        120,
+        "reading paused on a full buffer",
+    )
+    wait_for(lambda: time.monotonic() - down >= 30, 60, "an outage of 30 s")
+    server.start()
+    written = [w.finish() for w in writers]
+    expected = list(range(first)) + [
+        s for i, w in enumerate(writers) for s in range(first + i * 10_000, written[i])
+    ]
+    wait_for(lambda: client.count(ds) >= len(expected), 900, f"{len(expected)} documents")
+    metrics = shipper.metrics()
+    assert shipper.stop() == 0
+    assert_exactly_once(seqs(client, ds), expected)
+    given_up = {k: v for k, v in metrics.items() if k.startswith("shipper_bytes_given_up")}
+    assert sum(given_up.values()) == 0, given_up  # nothing was removed before it was read
+    rotations = sum(d.rotations for d in dirs)
+    print(f"{len(expected)} lines, {rotations} rotations under two naming schemes")
+
+
 def test_bad_input_is_flagged_or_dead_lettered_never_lost(tmp_path, es_url, es_client):
     ds = stream_name()
     dead = f"shipper-dl-{ds[5:17]}"

@@ -6,7 +6,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-import shipper.tail.tailer as tailer_module
+from shipper.tail.fs import FileSystem
 from tests.support import Driver, KubeletDir, cri, gzip_file
 
 
@@ -55,51 +55,57 @@ def test_a_file_rotated_before_its_first_line_was_seen_complete_loses_nothing(tm
     assert sorted(d.messages(), key=lambda m: int(m.split()[1])) == expected(0, 10)
 
 
-def test_an_empty_file_replaced_by_another_empty_one_costs_one_rescan(tmp_path):
+def test_an_empty_live_file_replaced_before_its_first_line_is_noticed_without_a_rescan(tmp_path):
     k = KubeletDir(tmp_path)
     d = driver(tmp_path, tail={"rescan_interval": 3600.0})
-    d.step()
+    d.step()  # 0.log is empty: followed, waiting for a first line to identify it by
     k.rotate(compress_older=False)  # nothing written yet, the runtime rotates anyway
-    rescans = d.tailer._rescans
-    for _ in range(2):  # the pending file is looked at, found replaced: one rescan
-        d.now += 1
-        d.step()
-    assert d.tailer._rescans == rescans + 1
-    for _ in range(3):  # from then on the new empty file is the one waited for
-        d.now += 1
-        d.step()
-    assert d.tailer._rescans == rescans + 1
     k.write(lines(0, 3))
-    d.step()
+    rescans = d.tailer.rescans
+    for _ in range(3):
+        d.now += 1
+        d.step()
     assert d.messages() == expected(0, 3)
+    assert d.tailer.rescans == rescans  # no periodic rescan was needed
+    assert [c.real for c in d.tailer.cursors] == [str(k.live)]  # the empty rotation ended
 
 
-def test_a_rotated_file_is_closed_once_the_runtime_writes_to_the_new_one(tmp_path, monkeypatch):
+class StatHook(FileSystem):
+    """A filesystem that runs `hook` the first time `path` is looked up by stat."""
+
+    def __init__(self, path: Path, hook) -> None:  # type: ignore[no-untyped-def]
+        self.path, self.hook = str(path), hook
+
+    def stat(self, path: str) -> os.stat_result:
+        if path == self.path and self.hook is not None:
+            hook, self.hook = self.hook, None
+            hook()
+        return super().stat(path)
+
+
+def test_a_rotated_file_is_closed_once_the_runtime_writes_to_the_new_one(tmp_path):
     k = KubeletDir(tmp_path)
-    d = driver(tmp_path, tail={"rotate_wait": 3600.0})
+    fs = StatHook(k.live, None)
+    d = driver(tmp_path, tail={"rotate_wait": 3600.0}, fs=fs)
     k.write(lines(0, 5))
     d.step()
     rotated = k.rotate(compress_older=False)
     d.step()  # read to its end; the runtime has not reopened yet: kept open
-    assert d.tailer.open_files() == 1
-    complete = d.tailer._complete
-    late: list[bool] = []
+    assert [c.is_open for c in d.tailer.cursors if c.real == str(rotated)] == [True]
 
-    def runtime_between_end_and_check(cursor):  # type: ignore[no-untyped-def]
+    def runtime_between_end_and_check() -> None:
         # Between the read that found the end and the look at the new file: the last
         # lines reach the old file, then the runtime reopens and writes to the new one.
-        if not late:
-            late.append(True)
-            with open(rotated, "ab") as fh:
-                fh.write(lines(5, 3))
-            k.write(lines(8, 2))
-        return complete(cursor)
+        with open(rotated, "ab") as fh:
+            fh.write(lines(5, 3))
+        k.write(lines(8, 2))
 
-    monkeypatch.setattr(d.tailer, "_complete", runtime_between_end_and_check)
+    fs.hook = runtime_between_end_and_check
     d.step()
     d.step()
-    # The late lines were not cut off (the two files are read in turn: any order).
-    assert sorted(d.messages(), key=lambda m: int(m.split()[1])) == expected(0, 10)
+    assert fs.hook is None  # the new file was looked at
+    # The late lines were not cut off (the two files are read in turn, oldest first).
+    assert d.messages() == expected(0, 10)
     assert [c.real for c in d.tailer.cursors] == [str(k.live)]  # closed long before 3600 s
     assert d.now < 1100
 
@@ -148,30 +154,33 @@ def test_checkpoints_of_deleted_rotations_are_forgotten(tmp_path):
     assert d.messages() == expected(0, 20)  # nothing read twice
 
 
-def test_a_listing_that_misses_a_rotation_being_compressed_keeps_its_checkpoint(
-    tmp_path, monkeypatch
-):
+class BlindListing(FileSystem):
+    """A filesystem whose next listing of `directory` misses names starting with `prefix`
+    (readdir while a compressed copy is renamed in and the plain one removed may show
+    neither)."""
+
+    def __init__(self) -> None:
+        self.directory, self.prefix = "", ""
+
+    def listdir(self, directory: str) -> dict[str, int] | None:
+        names = super().listdir(directory)
+        if names is not None and directory == self.directory:
+            self.directory = ""
+            return {n: i for n, i in names.items() if not n.startswith(self.prefix)}
+        return names
+
+
+def test_a_listing_that_misses_a_rotation_being_compressed_keeps_its_checkpoint(tmp_path):
     k = KubeletDir(tmp_path)
-    d = driver(tmp_path)
+    fs = BlindListing()
+    d = driver(tmp_path, fs=fs)
     k.write(lines(0, 5))
     d.step()
     plain = k.rotate(compress_older=False)
     k.write(lines(5, 5))
     d.step()
     d.step()
-    listdir = os.listdir
-    blind = [True]
-
-    def racing_listdir(path):  # type: ignore[no-untyped-def]
-        names = listdir(path)
-        if blind[0] and path == str(k.directory):
-            # readdir while the compressed copy is renamed in and the plain one removed
-            # may return neither.
-            blind[0] = False
-            return [n for n in names if not n.startswith(plain.name)]
-        return names
-
-    monkeypatch.setattr(os, "listdir", racing_listdir)
+    fs.directory, fs.prefix = str(k.directory), plain.name
     gzip_file(plain)
     d.tailer.rescan(d.now)  # sees neither name
     d.tailer.rescan(d.now)  # sees the .gz
@@ -182,35 +191,50 @@ def test_a_listing_that_misses_a_rotation_being_compressed_keeps_its_checkpoint(
     assert d.messages() == expected(0, 10)  # and nothing is read twice after a restart
 
 
-def test_a_directory_of_many_rotations_is_parsed_once_not_at_every_rescan(tmp_path, monkeypatch):
+class CountingHeads(FileSystem):
+    def __init__(self) -> None:
+        self.heads: list[str] = []
+
+    def read_head(self, path: str, compressed: bool) -> bytes:
+        self.heads.append(path)
+        return super().read_head(path, compressed)
+
+
+def test_a_directory_of_many_rotations_costs_a_listing_not_a_look_at_each(tmp_path):
     k = KubeletDir(tmp_path)
-    d = driver(tmp_path)
+    fs = CountingHeads()
+    d = driver(tmp_path, fs=fs)
     k.write(lines(0, 1))
     d.step()
     for i in range(300):
         k.rotate()
         k.write(lines(1 + i, 1))
-    looked_at: list[int] = []
-    rotations_among = tailer_module.rotations_among
-
-    def counting(directory, name, entries):  # type: ignore[no-untyped-def]
-        entries = list(entries)
-        looked_at.append(len(entries))
-        return rotations_among(directory, name, entries)
-
-    monkeypatch.setattr(tailer_module, "rotations_among", counting)
     d.step()
-    assert looked_at[0] == 300
     assert len(d.messages()) == 301
-    looked_at.clear()
+    fs.heads.clear()
     for _ in range(5):
         d.tailer.rescan(d.now)
+    assert fs.heads == []  # nothing new: no first line read again
     k.rotate()
     d.tailer.rescan(d.now)
-    assert looked_at == [1]  # only the new rotation's name
+    assert len(fs.heads) <= 1  # at most the compressed copy of the last rotation, checked
 
 
-def test_a_rotation_compressed_while_it_is_looked_at_is_still_read(tmp_path, monkeypatch):
+class CompressAfterHead(FileSystem):
+    """Compresses `plain` right after its first line was read (the runtime finishing the
+    compression just then)."""
+
+    def __init__(self, plain: Path) -> None:
+        self.plain = plain
+
+    def read_head(self, path: str, compressed: bool) -> bytes:
+        head = super().read_head(path, compressed)
+        if path == str(self.plain) and self.plain.exists():
+            gzip_file(self.plain)
+        return head
+
+
+def test_a_rotation_compressed_while_it_is_looked_at_is_still_read(tmp_path):
     k = KubeletDir(tmp_path)
     d = driver(tmp_path)
     k.write(lines(0, 1))
@@ -219,15 +243,7 @@ def test_a_rotation_compressed_while_it_is_looked_at_is_still_read(tmp_path, mon
     k.write(lines(1, 5))
     plain = k.rotate(compress_older=False)  # 0.log.20240301-000001, not seen yet
     k.write(lines(6, 5))
-    read_head = tailer_module.read_head
-
-    def compressed_right_after(path: str, compressed: bool) -> bytes:
-        head = read_head(path, compressed)
-        if path == str(plain) and plain.exists():
-            gzip_file(plain)  # the runtime finishes compressing it just now
-        return head
-
-    monkeypatch.setattr(tailer_module, "read_head", compressed_right_after)
+    d.fs = CompressAfterHead(plain)
     d.start()
     d.step()
     d.step()
@@ -372,10 +388,23 @@ def test_deleted_files_beyond_the_limit_are_given_up_counted_and_logged(tmp_path
     for k in dirs:
         k.remove()
     d.tailer.rescan(d.now + 1)
-    given_up = d.tailer.stats.given_up_bytes.get("deleted_file_limit", 0)
-    assert given_up > 0
+    # What each file still held: its size less the end of the last line handed out.
+    size = len(lines(0, 5) + lines(5, 3000))
+    read_end = Counter()
+    for _, doc in d.delivered:
+        pod = doc["kubernetes"]["pod"]["name"]
+        end = doc["log"]["offset"] + len(cri(int(doc["message"].split()[1])))
+        read_end[pod] = max(read_end[pod], end)
+    unread = {pod: size - read_end[pod] for pod in ("p0", "p1", "p2")}
+    logged = {
+        r.file: r.bytes_given_up for r in caplog.records if r.getMessage().startswith("giving up")
+    }
     assert d.tailer.stats.given_up_files["deleted_file_limit"] == 2
-    assert "giving up a deleted file" in caplog.text
+    assert len(logged) == 2 and all(n > 0 for n in logged.values())
+    assert sorted(logged.values()) == sorted(
+        unread[p] for p in unread if any(f"/ns_{p}_" in f for f in logged)
+    )
+    assert d.tailer.stats.given_up_bytes["deleted_file_limit"] == sum(logged.values())
 
 
 def test_deleted_files_over_the_limit_are_read_first_if_they_can_be(tmp_path, caplog):
@@ -521,3 +550,65 @@ def test_gzip_rotation_found_at_start_is_read_when_newer_than_the_horizon(tmp_pa
     d = driver(tmp_path)
     d.step()
     assert d.messages() == expected(3, 3)
+
+
+def test_numbered_rotations_while_reading_is_paused_are_all_read_in_order(tmp_path):
+    k = KubeletDir(tmp_path, naming="numeric")
+    d = driver(tmp_path, buffer_max_bytes=65536)
+    k.write(lines(0, 10))
+    d.step(ack=False)
+    for i in range(30):  # the sink is down: nothing acknowledged, reading pauses
+        k.write(lines(10 + i * 100, 100))
+        k.rotate()  # 0.log -> 0.log.0000NN, older ones compressed, their plain copy removed
+        d.step(ack=False, max_passes=2)
+    assert any(p.name.endswith(".gz") for p in k.directory.iterdir())
+    d.ack_held()
+    d.step()
+    d.step()
+    assert Counter(d.messages()) == Counter(expected(0, 3010))
+    assert d.tailer.stats.given_up_bytes == {}
+    # Read in order: each rotation's lines before the next one's.
+    seqs = [int(m.split()[1]) for m in d.messages()]
+    assert seqs == sorted(seqs)
+
+
+def test_files_beginning_with_the_same_line_in_one_directory_are_each_read(tmp_path):
+    same = cri(0, text="same first line")
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.log").write_bytes(same + lines(ord(name) * 100, 3))
+    (tmp_path / "d.log").write_bytes(lines(1, 2))
+    d = Driver([str(tmp_path / "*.log")], checkpoint_dir=tmp_path / "cp")
+    d.step()
+    by_file = {}
+    for doc_id, doc in d.delivered:
+        by_file.setdefault(doc["log"]["file"]["path"], []).append((doc_id, doc["message"]))
+    assert sorted(by_file) == [str(tmp_path / f"{n}.log") for n in "abcd"]
+    for name in "abc":
+        got = [m for _, m in by_file[str(tmp_path / f"{name}.log")]]
+        assert got == ["same first line", *expected(ord(name) * 100, 3)]
+    ids = [i for docs in by_file.values() for i, _ in docs]
+    assert len(ids) == len(set(ids))  # three files, three sets of ids
+    d.restart()
+    for name in "abc":
+        with open(tmp_path / f"{name}.log", "ab") as fh:
+            fh.write(lines(ord(name) * 100 + 3, 1))
+    d.step()
+    assert sorted(d.messages()[-3:]) == sorted(f"line {ord(n) * 100 + 3}" for n in "abc")
+
+
+def test_a_new_live_file_on_the_inode_of_the_rotation_just_deleted_is_a_new_file(tmp_path):
+    k = KubeletDir(tmp_path)
+    d = driver(tmp_path)
+    k.write(lines(0, 5))
+    first = k.rotate(compress_older=False)
+    k.write(lines(5, 5))
+    d.step()
+    d.step()
+    reused = first.stat().st_ino
+    first.unlink()  # the kubelet removes the oldest rotation, then rotates
+    k.rotate(compress_older=False)
+    assert k.live.stat().st_ino == reused  # ext4 and xfs hand the number out again
+    k.write(lines(10, 5))
+    d.step()
+    d.step()
+    assert d.messages() == expected(0, 15)

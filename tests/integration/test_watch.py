@@ -10,20 +10,30 @@ from pathlib import Path
 import pytest
 
 from shipper.tail import inotify
+from shipper.tail.changes import Changes, Drained
 from shipper.tail.portable_watch import Watcher
 from tests.support import wait_for
 
 pytestmark = pytest.mark.skipif(not inotify.available(), reason="Linux inotify")
 
 
-class Seen:
-    def __init__(self) -> None:
-        self.count = 0
-        self.lock = threading.Lock()
+class Seen(Changes):
+    """Collects what the watcher reports, and counts its wake-ups."""
 
-    def __call__(self) -> None:
-        with self.lock:
-            self.count += 1
+    def __init__(self) -> None:
+        super().__init__(self._woken)
+        self.count = 0
+        self.got = Drained()
+
+    def _woken(self) -> None:
+        self.count += 1
+
+    def collect(self) -> Drained:
+        batch = self.drain()
+        self.got.dirs |= batch.dirs
+        self.got.moves += batch.moves
+        self.got.overflow |= batch.overflow
+        return self.got
 
 
 def inotify_instances() -> int:
@@ -60,8 +70,11 @@ def test_appearing_moving_and_vanishing_files_notify_writes_do_not(tmp_path, wat
     w.watch(str(tmp_path))
     (tmp_path / "0.log").write_bytes(b"x\n")  # create
     wait_for(lambda: w.seen.count >= 1, 10, "a notification")
+    assert w.seen.collect().dirs == {str(tmp_path)}
     os.rename(tmp_path / "0.log", tmp_path / "0.log.1")
-    wait_for(lambda: w.events >= 2, 10, "the rename")
+    wait_for(lambda: w.events >= 3, 10, "the rename")  # both halves
+    move = (str(tmp_path), "0.log", str(tmp_path), "0.log.1")
+    assert wait_for(lambda: w.seen.collect().moves == [move], 10, "the rename reported")
     before = w.events
     with open(tmp_path / "0.log.1", "ab") as fh:
         for _ in range(50):
@@ -116,7 +129,7 @@ def test_unwatch_stops_events_but_a_shared_directory_stays_watched(tmp_path, wat
     assert events_after(w, b / "marker", before) == 1  # b's marker only
 
 
-def test_watchdog_fallback_notifies_too(tmp_path):
+def test_watchdog_fallback_reports_directories_and_renames_too(tmp_path):
     seen = Seen()
     w = Watcher(seen)
     w.start()
@@ -124,5 +137,9 @@ def test_watchdog_fallback_notifies_too(tmp_path):
         w.watch(str(tmp_path))
         (tmp_path / "0.log").touch()
         wait_for(lambda: seen.count >= 1, 10, "a notification through watchdog")
+        os.rename(tmp_path / "0.log", tmp_path / "0.log.1")
+        move = (str(tmp_path), "0.log", str(tmp_path), "0.log.1")
+        wait_for(lambda: move in seen.collect().moves, 10, "the rename through watchdog")
+        assert str(tmp_path) in seen.got.dirs
     finally:
         w.stop()

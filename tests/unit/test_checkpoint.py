@@ -1,41 +1,78 @@
+import hashlib
 import os
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shipper.acks import AckTracker
 from shipper.checkpoint import (
     PREVIOUS_NAME,
     STORE_NAME,
-    AckTracker,
     CheckpointError,
     CheckpointStore,
+    Entry,
 )
+
+
+def entry(path: str = "/p", scope: str = "/d") -> Entry:
+    return Entry(path, 0, 1, 2, scope=scope, stream="0.log", fp="fp", real=scope + "/0.log")
 
 
 def test_store_round_trips_through_disk(tmp_path):
     store = CheckpointStore.open(tmp_path)
-    store.commit("fp|/d", 123, "/var/log/containers/a.log", 1, 2)
-    store.set_horizon("/d", "20240301-000001")
+    assert store.fresh
+    store.register("fp|/d|0.log", entry("/var/log/containers/a.log"))
+    store.commit("fp|/d|0.log", 123)
+    store.track("fp|/d|0.log", "/d/0.log.1", 1, 3)
     store.save()
     store.close()
     again = CheckpointStore.open(tmp_path)
-    entry = again.get("fp|/d")
-    assert (entry.offset, entry.path, entry.dev, entry.ino) == (
+    e = again.get("fp|/d|0.log")
+    assert (e.offset, e.path, e.dev, e.ino, e.real) == (
         123,
         "/var/log/containers/a.log",
         1,
-        2,
+        3,
+        "/d/0.log.1",
     )
-    assert again.horizon("/d") == "20240301-000001"
+    assert (e.scope, e.stream, e.fp) == ("/d", "0.log", "fp")
+    assert [k for k, _ in again.in_scope("/d")] == ["fp|/d|0.log"]
+    assert not again.fresh  # the first start is over
     assert not again.recovered_from_previous
+
+
+def test_a_store_written_before_identities_were_recorded_is_read(tmp_path):
+    body = (
+        b'{"files":{"abc|/d":{"dev":1,"ino":2,"offset":7,"path":"/l","seen":1.0}},'
+        b'"horizons":{"/d":{"horizon":"20240301-000001","seen":1.0}}}'
+    )
+    header = b'{"format":"shipper-checkpoints","version":1,"sha256":"%s"}' % (
+        hashlib.sha256(body).hexdigest().encode()
+    )
+    (tmp_path / STORE_NAME).write_bytes(header + b"\n" + body + b"\n")
+    store = CheckpointStore.open(tmp_path)
+    e = store.get("abc|/d")
+    assert (e.offset, e.scope, e.fp, e.stream) == (7, "/d", "abc", "")
+    assert store.horizon("/d") == "20240301-000001"
+    assert not store.fresh
+    store.close()
+
+
+def test_commits_to_a_forgotten_text_do_not_bring_it_back():
+    store = CheckpointStore()
+    store.register("k", entry())
+    store.remove("k")
+    store.commit("k", 10)
+    assert store.get("k") is None and store.in_scope("/d") == []
 
 
 def test_write_is_atomic_and_keeps_the_previous_good_copy(tmp_path):
     store = CheckpointStore.open(tmp_path)
-    store.commit("k|/d", 10, "/p", 1, 1)
+    store.register("k|/d", entry())
+    store.commit("k|/d", 10)
     store.save()
-    store.commit("k|/d", 20, "/p", 1, 1)
+    store.commit("k|/d", 20)
     store.save()
     assert sorted(os.listdir(tmp_path)) == [STORE_NAME, PREVIOUS_NAME, "lock"]
     store.close()
@@ -52,9 +89,10 @@ def test_write_is_atomic_and_keeps_the_previous_good_copy(tmp_path):
 )
 def test_corrupt_store_is_recovered_from_the_previous_copy_with_a_warning(tmp_path, caplog, damage):
     store = CheckpointStore.open(tmp_path)
-    store.commit("k|/d", 10, "/p", 1, 1)
+    store.register("k|/d", entry())
+    store.commit("k|/d", 10)
     store.save()
-    store.commit("k|/d", 20, "/p", 1, 1)
+    store.commit("k|/d", 20)
     store.save()
     store.close()
     current = tmp_path / STORE_NAME
@@ -90,34 +128,37 @@ def test_second_process_on_the_same_directory_is_refused(tmp_path):
 
 def test_entries_of_files_gone_long_enough_are_dropped(tmp_path):
     store = CheckpointStore.open(tmp_path, forget_after=100)
-    store.commit("old|/d1", 1, "/p1", 1, 1)
-    store.commit("new|/d2", 1, "/p2", 1, 2)
-    store.set_horizon("/d1", "")
+    store.register("old|/d1", entry(scope="/d1"))
+    store.register("new|/d2", entry(scope="/d2"))
+    store.horizons["/d1"] = ""
     store.files["old|/d1"].seen = 0.0
     store.scopes_seen["/d1"] = 0.0
     store.touch("new|/d2", 10_000.0)
     assert store.expire(10_050.0) == ["old|/d1"]
     assert list(store.files) == ["new|/d2"]
+    assert store.in_scope("/d1") == []
     assert store.horizon("/d1") is None
     store.close()
 
 
 def test_offsets_never_move_backwards(tmp_path):
     store = CheckpointStore()
-    store.commit("k", 50, "/p", 1, 1)
-    store.commit("k", 20, "/p", 1, 1)
+    store.register("k", entry())
+    store.commit("k", 50)
+    store.commit("k", 20)
     assert store.get("k").offset == 50
 
 
 def test_tracker_commits_only_contiguous_acknowledged_segments():
     store = CheckpointStore()
+    store.register("k", entry())
     tracker = AckTracker(store)
-    a = tracker.open("k", 100, 2, 10, "/p", 1, 1)
-    b = tracker.open("k", 200, 1, 5, "/p", 1, 1)
+    a = tracker.open("k", 100, 2, 10)
+    b = tracker.open("k", 200, 1, 5)
     tracker.ack(b, 1, 5)
-    assert store.get("k") is None
+    assert store.get("k").offset == 0
     tracker.ack(a, 1, 5)
-    assert store.get("k") is None
+    assert store.get("k").offset == 0
     tracker.ack(a, 1, 5)
     assert store.get("k").offset == 200
     assert tracker.in_flight_bytes == 0
@@ -126,10 +167,11 @@ def test_tracker_commits_only_contiguous_acknowledged_segments():
 
 def test_tracker_segment_without_documents_commits_when_its_turn_comes():
     store = CheckpointStore()
+    store.register("k", entry())
     tracker = AckTracker(store)
-    a = tracker.open("k", 100, 1, 10, "/p", 1, 1)
-    tracker.open("k", 150, 0, 0, "/p", 1, 1)  # e.g. lines all excluded
-    assert store.get("k") is None
+    a = tracker.open("k", 100, 1, 10)
+    tracker.open("k", 150, 0, 0)  # e.g. lines all excluded
+    assert store.get("k").offset == 0
     tracker.ack(a, 1, 10)
     assert store.get("k").offset == 150
 
@@ -141,8 +183,9 @@ def test_tracker_segment_without_documents_commits_when_its_turn_comes():
 )
 def test_committed_offset_is_the_end_of_the_longest_acknowledged_prefix(sizes, order, cut):
     store = CheckpointStore()
+    store.register("k", entry())
     tracker = AckTracker(store)
-    segments = [tracker.open("k", (i + 1) * 10, n, n, "/p", 1, 1) for i, n in enumerate(sizes)]
+    segments = [tracker.open("k", (i + 1) * 10, n, n) for i, n in enumerate(sizes)]
     acks = [(i, seg) for i, seg in enumerate(segments) for _ in range(seg.remaining)]
     order.shuffle(acks)
     done = acks[: cut * len(acks) // 100]
@@ -154,5 +197,4 @@ def test_committed_offset_is_the_end_of_the_longest_acknowledged_prefix(sizes, o
     prefix = 0
     while prefix < len(sizes) and left[prefix] == 0:
         prefix += 1
-    committed = store.get("k").offset if store.get("k") else 0
-    assert committed == prefix * 10
+    assert store.get("k").offset == prefix * 10

@@ -243,3 +243,17 @@ def test_multiline_joined_event_respects_the_size_cap():
     assert len(events) == 1
     assert len(events[0].message) <= 100
     assert set(events[0].flags) == {MULTILINE, TRUNCATED}
+
+
+def test_bytes_cut_by_the_multiline_joiner_are_counted_when_they_are_cut():
+    options = DecoderOptions(max_event_bytes=100, multiline=MULTILINE_RULES["java"])
+    lines = [b"Exception: x"] + [b"\tat frame.number(F.java:%d)" % i for i in range(20)]
+    decoder = FileDecoder(options)
+    decoder.feed(0, b"".join(cri_record(x, time=T1) for x in lines), now=0.0)
+    # Still held (not flushed), yet what no longer fits is already counted.
+    cut = decoder.take_dropped()
+    [event] = decoder.flush_all(now=0.0)
+    assert len(event.message) == 100
+    shipped = len(event.message) - event.message.count(b"\n")  # the lines' own bytes
+    assert cut == sum(len(x) for x in lines) - shipped
+    assert decoder.take_dropped() == 0  # counted once

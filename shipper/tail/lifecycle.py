@@ -1,0 +1,436 @@
+"""The one place a cursor's state changes: found, keyed, moved, opened, closed, truncated,
+finished, given up.
+
+Transitions come from prospecting (shipper.tail.prospector) and from reading (the end of
+a file, a shrink, a new first line). A file is opened as soon as it is found, so its
+descriptor follows it through renames and deletion; a rotation is read to its end and
+closed once the runtime writes to the new file (a compressed one at its end), or after
+`rotate_wait` if the new file stays empty. Whatever can never be read is counted per
+reason in `stats.given_up_bytes` and logged once per file with its size.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zlib
+
+from shipper.tail.budget import Budget, deleted_open
+from shipper.tail.catchup import find_copy
+from shipper.tail.fs import FileSystem
+from shipper.tail.identity import same_file
+from shipper.tail.items import Finished, Item, Restarted, TailStats
+from shipper.tail.options import END, TailOptions
+from shipper.tail.prospector import (
+    Group,
+    Prospector,
+)
+from shipper.tail.reader import ContentReplaced, FileCursor, State
+from shipper.tail.registry import Registry, Text, text_of
+from shipper.tail.schedule import Schedule
+
+log = logging.getLogger(__name__)
+
+MAX_READ_ERRORS = 5  # a file no longer written that keeps failing to read is given up
+
+
+class Lifecycle:
+    def __init__(
+        self,
+        options: TailOptions,
+        fs: FileSystem,
+        registry: Registry,
+        schedule: Schedule,
+        budget: Budget,
+        stats: TailStats,
+        prospector: Prospector,
+    ) -> None:
+        self.o, self.fs, self.registry = options, fs, registry
+        self.schedule, self.budget, self.stats = schedule, budget, stats
+        self.groups = prospector.groups
+        self.cursors: set[FileCursor] = set()
+        self.out: list[Item] = []  # items produced outside a read (discovery, bounds)
+        self.initial = True  # the scan at start-up
+        self.fresh = registry.store.fresh  # ... on the very first start on this node
+        self.known_scopes = set(registry.store.by_scope)  # directories seen by earlier runs
+
+    def take(self) -> list[Item]:
+        out, self.out = self.out, []
+        return out
+
+    # ---- moves, copies, new files (see shipper.tail.follow for when) -------------------
+
+    def rotated(self, group: Group, cursor: FileCursor, name: str, now: float) -> None:
+        """Renamed within its directory (`tracked` already says so): a rotation, if it was
+        the live file of its stream."""
+        if cursor.state is State.LIVE and name != cursor.stream:
+            self.stats.rotations += 1
+            cursor.state = State.ROTATED
+            self.schedule.ready(cursor)
+        cursor.real = group.path(name)
+        self.registry.moved(cursor)
+        self._key_final(cursor, now)
+
+    def _key_final(self, cursor: FileCursor, now: float) -> None:
+        """A file waiting for its first line that stopped being live is identified by
+        what it holds now, at once (not when its turn to be read comes: reading may be
+        paused), so that a copy of it found meanwhile is known for its copy."""
+        if not cursor.key and cursor.is_open and cursor.state is not State.LIVE:
+            self.try_key(cursor, now)
+
+    def relocated(self, group: Group, cursor: FileCursor, name: str, st: os.stat_result) -> None:
+        """Its file, closed, was found renamed (its text is at `name`)."""
+        cursor.real, cursor.dev, cursor.ino = group.path(name), st.st_dev, st.st_ino
+        group.tracked[name] = cursor
+        group.gone.pop(cursor.key, None)
+        self.registry.moved(cursor)
+
+    def copy_found(self, cursor: FileCursor, path: str) -> None:
+        """A compressed copy of the cursor's text is at `path` (its plain file may go)."""
+        cursor.copy = path
+
+    def to_copy(self, group: Group, cursor: FileCursor, now: float) -> None:
+        """The plain file is gone and a compressed copy holds the text: read on from it,
+        through the descriptor while it is open."""
+        group.gone.pop(cursor.key, None)
+        if cursor.is_open and not cursor.compressed:
+            if cursor.state is not State.DELETED:
+                self.set_state(cursor, State.DELETED, now)
+            return
+        try:
+            st = self.fs.stat(cursor.copy)
+        except OSError:
+            return
+        group.tracked[os.path.basename(cursor.copy)] = cursor
+        self._close(cursor)
+        cursor.real, cursor.copy, cursor.compressed = cursor.copy, "", True
+        cursor.dev, cursor.ino = st.st_dev, st.st_ino
+        self.registry.moved(cursor)
+        if cursor.state is State.LIVE:
+            cursor.state = State.ROTATED
+        self.schedule.ready(cursor)
+
+    def vanished(self, group: Group, cursor: FileCursor, now: float) -> None:
+        """Its name went with no successor in sight."""
+        if cursor.copy and os.path.basename(cursor.copy) in group.listing:
+            self.to_copy(group, cursor, now)
+        elif cursor.is_open:
+            gone = cursor.links() == 0
+            self.set_state(cursor, State.DELETED if gone else State.DETACHED, now)
+            self._key_final(cursor, now)
+        elif cursor.key:
+            # Closed: it may come back under another name (compressed meanwhile); given
+            # up once two listings in a row have not shown it (see check_bounds).
+            group.gone.setdefault(cursor.key, 0)
+        else:
+            self.end(cursor, "deleted_before_first_line", now)
+
+    def follow_rotation(
+        self,
+        group: Group,
+        name: str,
+        st: os.stat_result,
+        stream: str,
+        key: str,
+        text: Text,
+        now: float,
+    ) -> None:
+        """Read a rotation nobody followed, from the checkpoint of its text."""
+        self.stats.rotations += 1  # rotated before it was followed, or while shipper was down
+        cursor = self._make(group, name, st, stream, State.ROTATED, now)
+        cursor.order = text.time
+        cursor.offset = self.registry.follow(cursor, key, text.fp)
+        self._enter(group, cursor)
+        self._open_if_room(cursor, group)
+
+    # ---- cursors --------------------------------------------------------------------------
+
+    def follow_new(
+        self, group: Group, name: str, ino: int, stream: str, state: State, now: float
+    ) -> FileCursor | None:
+        """Follow the file `name` of `group` (a live file, found just now). If it is gone
+        or replaced before it could be opened, nothing is followed now: the name is
+        looked at again at the next look, and the file itself found where it went."""
+        try:
+            st = self.fs.stat(group.path(name))
+        except OSError:
+            st = None
+        cursor = (
+            None
+            if st is None or st.st_ino != ino
+            else self._make(group, name, st, stream, state, now)
+        )
+        if cursor is not None and self.budget.room():
+            try:
+                self._open(cursor)
+            except (OSError, EOFError, zlib.error):
+                cursor = None
+        if cursor is None:
+            group.listing.pop(name, None)
+            group.dirty = True
+            return None
+        self._enter(group, cursor)
+        self.try_key(cursor, now)
+        return cursor
+
+    def _open_if_room(self, cursor: FileCursor, group: Group) -> None:
+        """Files are opened as soon as they are found: the descriptor then follows the
+        file through renames and deletion, also while reading is paused."""
+        if self.budget.room():
+            try:
+                self._open(cursor)
+            except (OSError, EOFError, zlib.error):
+                group.dirty = True  # gone or replaced already: the next look says which
+
+    def _make(
+        self, group: Group, name: str, st: os.stat_result, stream: str, state: State, now: float
+    ) -> FileCursor:
+        return group.cursor(name, st, stream, state, now, self.o.max_line_bytes, self.fs)
+
+    def _enter(self, group: Group, cursor: FileCursor) -> None:
+        group.enter(cursor)
+        self.cursors.add(cursor)
+        log.debug("following file", extra={"file": cursor.real, "state": cursor.state.value})
+        self.schedule.ready(cursor)
+
+    def try_key(self, cursor: FileCursor, now: float) -> bool:
+        """Give the cursor the key of its text once the first line is complete."""
+        text = text_of(cursor.head(), final=cursor.state is not State.LIVE)
+        if text is None:
+            if cursor.state is not State.LIVE and not cursor.unread_bytes():
+                self.end(cursor, "", now)  # rotated or gone while still empty
+            elif cursor.state is State.LIVE and not self._still_live(cursor):
+                self.groups[cursor.scope].dirty = True  # replaced: look at the directory
+            return False
+        group = self.groups[cursor.scope]
+        key = self.registry.key_for(cursor.scope, cursor.stream, cursor.container_id, text.fp)
+        holder = self.registry.by_key.get(key)
+        if holder is not None and holder is not cursor:
+            # The text is followed already (this is a second name for the same file, or
+            # a copy of it): this cursor has read nothing of it and simply ends.
+            self.end(cursor, "", now)
+            return False
+        cursor.order = text.time
+        if (
+            self.registry.entry(key) is None
+            and self.initial
+            and self.o.read_from == END
+            and cursor.scope not in self.known_scopes
+        ):
+            cursor.offset = cursor.last_line_end()
+        cursor.resume_at(self.registry.follow(cursor, key, text.fp))
+        group.gone.pop(key, None)
+        return True
+
+    def _still_live(self, cursor: FileCursor) -> bool:
+        """Its live name still leads to it (one stat: a file waiting for its first line
+        notices its replacement without waiting for a rescan or an event)."""
+        try:
+            return same_file(self.fs.stat(cursor.real), cursor.dev, cursor.ino)
+        except OSError:
+            return False
+
+    def _open(self, cursor: FileCursor) -> bool:
+        cursor.open()
+        self.budget.open += 1
+        self.stats.files_opened += 1
+        return True
+
+    def reopen(self, cursor: FileCursor, now: float) -> bool:
+        """Open a closed cursor, first closing an idle one if the descriptor cap is reached."""
+        budget = self.budget
+        if not budget.room():
+            victim = None
+            if budget.may_look_for_room(now):
+                victim = budget.victim(self.cursors, cursor, self.schedule.last_data)
+            if victim is None:
+                budget.nothing_to_close(now)
+                self.schedule.sleep(cursor, now, 0.25)
+                return False
+            self._close(victim)
+            budget.parked += 1
+            self.stats.parked += 1
+        try:
+            return self._open(cursor)
+        except ContentReplaced:
+            self.replaced(cursor, now)
+            return False
+        except (OSError, EOFError, zlib.error):
+            if cursor.copy:
+                self.to_copy(self.groups[cursor.scope], cursor, now)
+            else:  # moved or gone meanwhile: the next look says which
+                self.groups[cursor.scope].dirty = True
+                self.schedule.sleep(cursor, now, 0.25)
+            return False
+
+    def _close(self, cursor: FileCursor) -> None:
+        if cursor.is_open:
+            self.budget.open -= 1
+        cursor.close()
+
+    def set_state(self, cursor: FileCursor, state: State, now: float) -> None:
+        if cursor.state is state:
+            return
+        cursor.state, cursor.state_since = state, now
+        self.schedule.ready(cursor)
+
+    # ---- from reading ------------------------------------------------------------------
+
+    def check_replaced(self, cursor: FileCursor, now: float) -> os.stat_result | None:
+        """A shrink below what was read, or a new first line (rewritten in place): the
+        text read so far ends (see `replaced`). Looked for at the end of what could be
+        read, and when its directory is looked at (so the copy of copy-truncate is opened
+        at once, also while reading is paused). Returns a changed stat, if any."""
+        st = cursor.stat_if_changed()
+        if (
+            st is not None
+            and cursor.key
+            and (st.st_size < cursor.position or cursor.head_changed())
+        ):
+            self.replaced(cursor, now)
+            return None
+        return st
+
+    def at_end(self, cursor: FileCursor, now: float) -> None:
+        """Nothing more to read for now: a shrink, a deletion, or the final end."""
+        st = self.check_replaced(cursor, now)
+        if cursor.finished or not cursor.key:
+            return
+        if cursor.state is State.LIVE:
+            if st is None or st.st_nlink:
+                self.schedule.sleep(cursor, now)
+                return
+            self.set_state(cursor, State.DELETED, now)
+        if self._complete(cursor) or now - cursor.state_since >= self.o.rotate_wait:
+            self.finish(cursor)
+        else:
+            self.schedule.sleep(cursor, now)
+
+    def _complete(self, cursor: FileCursor) -> bool:
+        """A file no longer live, read to its end, gets no more lines once it is
+        compressed, or once the runtime writes to a new file at its live name.
+
+        The runtime reopens its log after the rename and then writes only to the new file,
+        so new lines there mean the old one is done. They are looked for first and the old
+        file read once more after, or its last lines (written just before the reopen)
+        could be missed; until then, or if the new file stays empty, `rotate_wait` holds.
+        """
+        if cursor.compressed or cursor.superseded:
+            return True
+        try:
+            st = self.fs.stat(os.path.join(cursor.scope, cursor.stream))
+        except OSError:
+            return False
+        if st.st_size > 0 and not same_file(st, cursor.dev, cursor.ino):
+            cursor.superseded = True  # the next end reached is the last
+        return False
+
+    def replaced(self, cursor: FileCursor, now: float) -> None:
+        """Truncated (copy-truncate) or rewritten in place: the text read so far ends, the
+        file is read again from 0 as a new text; a copy of the old text beside it (the
+        copy of copy-truncate) is read on from where the old one was."""
+        old_key, old_prefix, old_offset, old_fp = (
+            cursor.key,
+            cursor.id_prefix,
+            cursor.offset,
+            cursor.fp,
+        )
+        unread = max(cursor.size_seen - cursor.position, 0)
+        log.warning(
+            "file truncated (copy-truncate?); reading it again from the start",
+            extra={"file": cursor.path, "was": cursor.position},
+        )
+        self.stats.truncations += 1
+        self.out.append(Restarted(cursor, old_key, old_prefix, old_offset))
+        self.registry.release(cursor)
+        cursor.restart_after_truncation()
+        self.schedule.ready(cursor)
+        group = self.groups[cursor.scope]
+        copy = find_copy(self.fs, group, old_fp)
+        if copy is not None:
+            name, st = copy
+            rest = self._make(group, name, st, cursor.stream, State.ROTATED, now)
+            rest.set_key(old_key, old_fp)
+            rest.offset = old_offset
+            self.registry.by_key[old_key] = rest
+            self.registry.moved(rest)
+            self._enter(group, rest)
+            self._open_if_room(rest, group)
+        elif unread:
+            self._lost(cursor, "truncated_unread", unread)
+
+    def read_failed(self, cursor: FileCursor, now: float, error: str) -> None:
+        log.error("read failed; will retry", extra={"file": cursor.real, "error": error})
+        self._close(cursor)
+        cursor.read_errors += 1
+        if cursor.state is not State.LIVE and cursor.read_errors >= MAX_READ_ERRORS:
+            self.end(cursor, "unreadable", now)
+        else:
+            self.schedule.sleep(cursor, now, 1.0)
+
+    def finish(self, cursor: FileCursor) -> None:
+        """The file is done: hand out an unterminated last line, then close it for good."""
+        tail = cursor.unterminated_tail()
+        if tail is not None:
+            self.out.append(tail)
+        self.groups[cursor.scope].read_to_end(cursor)
+        self.registry.ended(cursor.key, cursor.offset)
+        self.stats.files_closed += 1
+        self._drop(cursor)
+
+    def end(self, cursor: FileCursor, reason: str, now: float) -> None:
+        """The cursor ends before its file's end; what it had not read is given up."""
+        unread = cursor.unread_bytes()
+        if reason and unread:
+            self._lost(cursor, reason, unread)
+        if cursor.key:
+            self.registry.store.remove(cursor.key)
+        self._drop(cursor)
+
+    def _lost(self, cursor: FileCursor, reason: str, nbytes: int) -> None:
+        log.warning(
+            "giving up bytes that can no longer be read",
+            extra={"file": cursor.real, "reason": reason, "bytes_given_up": nbytes},
+        )
+        self.stats.give_up(reason, nbytes)
+
+    def _drop(self, cursor: FileCursor) -> None:
+        cursor.finished = True
+        self._close(cursor)
+        self.registry.release(cursor)
+        self.schedule.forget(cursor)
+        self.cursors.discard(cursor)
+        following = self.groups[cursor.scope].leave(cursor)
+        if following is not None:
+            self.schedule.ready(following)
+        self.out.append(Finished(cursor))
+
+    # ---- bounds -----------------------------------------------------------------------
+
+    def check_bounds(self, now: float) -> None:
+        """Deleted files held open past the bounds; closed files whose names stayed gone;
+        checkpoints of texts the runtime deleted."""
+        for cursor, reason in self.budget.over(deleted_open(self.cursors), now):
+            group = self.groups[cursor.scope]
+            if cursor.copy and os.path.basename(cursor.copy) in group.listing:
+                self._close(cursor)
+                self.to_copy(group, cursor, now)
+            elif not cursor.finished:
+                self.end(cursor, reason, now)
+        for group in self.groups.values():
+            for key, looks in list(group.gone.items()):
+                if looks < 1:
+                    continue  # missing from one listing only
+                del group.gone[key]
+                holder = self.registry.by_key.get(key)
+                if holder is not None and not holder.is_open:
+                    self.end(holder, "vanished_unread", now)
+                elif holder is None:
+                    self.registry.store.remove(key)
+
+    def stop(self) -> None:
+        """Close every file; what is left of deleted ones cannot be read by the next run."""
+        for cursor in list(self.cursors):
+            if cursor.is_open and cursor.links() == 0 and cursor.unread_bytes():
+                self._lost(cursor, "deleted_at_shutdown", cursor.unread_bytes())
+            self._close(cursor)
