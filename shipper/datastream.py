@@ -30,7 +30,6 @@ NAME_RULE = (
 )
 MAX_NAME_BYTES = 255
 MAX_PART_BYTES = 100  # dataset and namespace, per the data stream naming scheme
-DEFAULT_NAMESPACE = "default"
 _FORBIDDEN = re.compile(r'[\\/*?"<>|,#: ]')
 # What a dataset or namespace part may hold after sanitising: a safe subset of the rule.
 _PART_UNSAFE = re.compile(r"[^a-z0-9_.]")
@@ -93,9 +92,8 @@ def parse_data_stream(name: str) -> DataStream | None:
 
 def namespace_part(namespace: str, limit: int = MAX_PART_BYTES) -> str:
     """A Kubernetes namespace as the namespace part of a stream name (`kube-system` ->
-    `kube_system`); `default` when nothing usable is left."""
-    part = _part(namespace, limit)
-    return part or DEFAULT_NAMESPACE
+    `kube_system`); "" when nothing usable is left."""
+    return _part(namespace, limit)
 
 
 def dataset_part(value: str, limit: int = MAX_PART_BYTES) -> str:
@@ -138,19 +136,21 @@ class Router:
 
     def _make(self, namespace: str, dataset: str) -> DataStream:
         base = self.base
+        # The namespace first (it keeps streams apart), then the dataset's tail in what is
+        # left, so the whole name stays within bounds whatever the configured parts.
+        room = MAX_NAME_BYTES - len(base.type.encode()) - len(base.dataset.encode()) - 2
+        part = base.namespace
+        if namespace:
+            part = namespace_part(namespace, min(room, MAX_PART_BYTES)) or base.namespace
         name = base.dataset
         if dataset:
-            room = MAX_PART_BYTES - len(base.dataset.encode()) - 1
+            room = min(MAX_PART_BYTES - len(name.encode()), room - len(part)) - 1
             tail = dataset_part(dataset, room)
             if tail:
                 name = f"{base.dataset}.{tail}"
-        if not namespace:
-            if name == base.dataset:
-                return base
-            return DataStream(base.type, name, base.namespace)
-        # Keep the whole name within bounds whatever the configured type and dataset.
-        room = MAX_NAME_BYTES - len(base.type.encode()) - len(name.encode()) - 2
-        return DataStream(base.type, name, namespace_part(namespace, min(room, MAX_PART_BYTES)))
+        if (name, part) == (base.dataset, base.namespace):
+            return base
+        return DataStream(base.type, name, part)
 
     def patterns(self) -> list[str]:
         """Index patterns an index template must cover for every stream this router names."""

@@ -243,16 +243,16 @@ def iter_keys(cls: type = Config, prefix: str = "") -> list[tuple[str, Any, dict
     """
     out: list[tuple[str, Any, dict[str, Any]]] = []
     for f in dataclasses.fields(cls):
-        key = f"{prefix}{f.name}"
+        path = f"{prefix}{f.name}"
         kind = f.metadata.get("kind")
         if kind == "section":
-            out += iter_keys(f.metadata["section"], f"{key}.")
+            out += iter_keys(f.metadata["section"], f"{path}.")
             continue
-        out.append((key, default_of(f), dict(f.metadata)))
+        out.append((path, default_of(f), dict(f.metadata)))
         if kind == "sectionlist":
-            out += iter_keys(f.metadata["section"], f"{key}[].")
+            out += iter_keys(f.metadata["section"], f"{path}[].")
         elif kind == "sectionmap":
-            out += iter_keys(f.metadata["section"], f"{key}.<name>.")
+            out += iter_keys(f.metadata["section"], f"{path}.<name>.")
     return out
 
 
