@@ -3,19 +3,20 @@
 Built-in rules, switched on by name:
   authorization  the credentials of `Authorization:` headers (the scheme is kept:
                  `Authorization: Bearer [REDACTED]`) and of a bare `Bearer <token>`
-  passwords      values of password, passwd, pwd, passphrase, secret, token, credential(s),
-                 api/access/secret/private/auth key style keys, including prefixed ones
+  passwords      values of password, passwd, pwd, passphrase, secret, token, credential(s)
+                 and api/access/secret/private/auth key style keys, prefixed ones too
                  (`db_password`, `csrf_token`), as `key=value`, `key: value` and
                  `"key":"value"`, and the password of a URL (`postgres://app:[REDACTED]@db`)
-  credit_cards   13 to 19 digits, single spaces or dashes allowed between them, starting
-                 with 2-6 (the card networks' ranges), and only when they pass the Luhn check
+  credit_cards   13 to 19 digits, in one run or in groups as cards are printed (one kind
+                 of separator, space or dash), starting with 2-6 (the card networks'
+                 ranges), and only when they pass the Luhn check
 Custom rules are regular expressions with a replacement (`\\1` refers to a group; the
 marker when empty), applied after the built-ins.
 
-A cheap gate comes first: the built-ins only run on a message that holds one of their
-trigger words (looked up in the lower-cased message) or a long digit run, so a line with
-nothing to redact costs a few substring searches. Redacting is idempotent: what a rule
-writes is never matched again by the built-ins.
+Cost: the built-ins never scan a message with a regex. Each looks for its words in the
+lower-cased message (`bytes.find`, in C) and matches its pattern only where one is, and
+the card rule first counts digits; a line with nothing to redact costs one lower() and a
+few finds. Redacting is idempotent: what a built-in writes is never matched again.
 """
 
 from __future__ import annotations
@@ -23,31 +24,46 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, AnyStr
 
 DEFAULT_MARKER = "[REDACTED]"
 BUILTINS = ("authorization", "passwords", "credit_cards")
 
 _SCHEMES = r"(?:bearer|basic|digest|token|negotiate|apikey|aws4-hmac-sha256)"
+_KEY_WORDS = ("pass", "pwd", "secret", "token", "credential", "key")  # what key names hold
+# "key" is a secret key's last word after one of these (api_key, accessKey, privateKey).
+_KEY_OWNERS = ("api", "access", "secret", "private", "auth")
+_KEY_TAIL = (
+    "(?:"
+    + "|".join(f"(?<=(?i:{o}){sep})" for o in _KEY_OWNERS for sep in ("", "[_-]"))
+    + ")(?i:key)"
+)
 _SECRET_KEY = (
-    r"[\w.-]*?(?:password|passwd|passphrase|pwd|secret|token|credentials?"
+    r"(?i:password|passwd|passphrase|pwd|secret|token|credentials?"
     r"|(?:api|access|secret|private|auth)[_-]?key)"
 )
+_DIGITS = b"0123456789"
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """One pattern and what replaces its matches (bytes and text versions of both)."""
+    """One pattern, compiled for bytes (messages) and str (parsed JSON values).
+
+    Built-ins are anchored: `anchors` are lower-case words, the pattern is matched where
+    one of them starts, and its `secret` group is replaced by the marker; `transform`
+    (cards) instead maps the whole match to its replacement. A custom rule has no anchors
+    and is substituted with `replacement` everywhere.
+    """
 
     name: str
     pattern: re.Pattern[bytes]
     text_pattern: re.Pattern[str]
-    replace: bytes | Callable[[re.Match[bytes]], bytes]
-    text_replace: str | Callable[[re.Match[str]], str]
-    # Lower-case words one of which a message must hold for the rule to be tried; empty:
-    # always tried. `gate` (a regex) does the same for what words cannot say.
-    triggers: tuple[bytes, ...] = ()
-    gate: re.Pattern[bytes] | None = None
+    anchors: tuple[str, ...] = ()
+    replacement: str = ""
+    transform: Callable[[str], str] | None = None
+    min_digits: int = 0
+    separated: bool = False  # only where the message holds a = or a :
+    binary_anchors: tuple[bytes, ...] = ()
 
 
 def luhn(digits: str) -> bool:
@@ -73,15 +89,10 @@ def _cards(run: str, marker: str) -> str:
     return run
 
 
-def _both(source: str, flags: int = 0) -> tuple[re.Pattern[bytes], re.Pattern[str]]:
-    return re.compile(source.encode(), flags), re.compile(source, flags)
-
-
-def _keeping(groups: int, marker: str) -> tuple[bytes, str]:
-    """A template keeping groups 1..n before the marker (backslashes in it kept literal)."""
-    head = "".join(f"\\g<{i}>" for i in range(1, groups + 1))
-    text = head + marker.replace("\\", "\\\\")
-    return text.encode(), text
+def _rule(name: str, source: str, anchors: tuple[str, ...] = (), **rest: Any) -> Rule:
+    binary = tuple(a.encode() for a in anchors)
+    compiled = re.compile(source.encode()), re.compile(source)
+    return Rule(name, *compiled, anchors, binary_anchors=binary, **rest)
 
 
 def builtin_rules(names: Iterable[str], marker: str = DEFAULT_MARKER) -> list[Rule]:
@@ -90,58 +101,57 @@ def builtin_rules(names: Iterable[str], marker: str = DEFAULT_MARKER) -> list[Ru
     unknown = wanted - set(BUILTINS)
     if unknown:
         raise ValueError(f"unknown redaction rules {sorted(unknown)}; known: {BUILTINS}")
+    # A value that is the marker already is left alone, so redacting twice changes nothing.
+    fresh = rf"(?!{re.escape(marker)}(?:[\s&,;\"'<>)\]}}]|$))"
     rules: list[Rule] = []
     if "authorization" in wanted:
-        keep2, keep2_text = _keeping(2, marker)
-        triggers = (b"authorization", b"bearer")
-        for name, source in (
-            # "Authorization: Bearer x", authorization=Basic x; JSON: "authorization":"Bearer x"
-            ("authorization", rf"(\bauthorization[\"']?[ \t]*[:=][ \t]*[\"']?)({_SCHEMES}[ \t]+)?"
-             r"[^\s\"',;&]+"),
-            # a bearer token anywhere: a run with a digit or a token character in it
-            ("bearer", r"(\b)(bearer[ \t]+)(?=[A-Za-z\-._~+/]*[0-9._~+/-])"
-             r"[A-Za-z0-9\-._~+/]{8,}=*"),
-        ):  # fmt: skip
-            binary, text = _both(source, re.IGNORECASE)
-            rules.append(Rule(name, binary, text, keep2, keep2_text, triggers))
+        rules.append(
+            _rule(  # Authorization: Bearer x, authorization=Basic x, "authorization":"Bearer x"
+                "authorization",
+                rf"(?i:authorization)[\"']?[ \t]*[:=][ \t]*[\"']?(?>(?:(?i:{_SCHEMES})[ \t]+)?)"
+                rf"{fresh}(?P<secret>[^\s\"',;&]+)",
+                ("authorization",),
+                separated=True,
+            )
+        )
+        rules.append(
+            _rule(  # a bearer token anywhere: a run with a digit or a token character in it
+                "authorization",
+                r"(?<![A-Za-z0-9_])(?i:bearer)[ \t]+(?=[A-Za-z\-._~+/]*[0-9._~+/-])"
+                r"(?P<secret>[A-Za-z0-9\-._~+/]{8,}=*)",
+                ("bearer",),
+            )
+        )
     if "passwords" in wanted:
-        triggers = (b"pass", b"pwd", b"secret", b"token", b"key", b"credential")
-        keep3, keep3_text = _keeping(3, marker)
-        keep4, keep4_text = _keeping(4, marker)
-        # "password": "x" / 'secret': 'x' (JSON, Python reprs): the value inside its quotes
-        binary, text = _both(
-            rf"([\"'])({_SECRET_KEY})(\1[ \t]*:[ \t]*)([\"'])(?:(?!\4)[^\\]|\\.)+(?=\4)",
-            re.IGNORECASE,
+        rules.append(
+            _rule(  # password=x, "db_password": "x", token: x, secret='x y', apiKey=x
+                "passwords",
+                r"(?:(?i:password|passwd|passphrase|pwd|secret|token|credentials?)|"
+                rf"{_KEY_TAIL})[\"']?[ \t]*[=:][ \t]*(?P<quote>[\"'])?{fresh}"
+                r"(?P<secret>(?(quote)(?:(?!(?P=quote))[^\\]|\\.)+(?=(?P=quote))"
+                r"|[^\s&,;\"'<>)\]}]+))",
+                _KEY_WORDS,
+                separated=True,
+            )
         )
-        rules.append(Rule("passwords", binary, text, keep4, keep4_text, triggers))
-        # password=x, token: x, secret="x y", secret='x' (logfmt, query strings, headers, YAML);
-        # a value that is the marker already is left alone, so redacting twice changes nothing
-        binary, text = _both(
-            rf"(?<![\w.\-\"'])({_SECRET_KEY})([ \t]*[=:][ \t]*)([\"'])?"
-            rf"(?!{re.escape(marker)}(?:[\s&,;\"'<>)\]}}]|$))"
-            r"(?(3)(?:(?!\3)[^\\]|\\.)+(?=\3)|[^\s&,;\"'<>)\]}]+)",
-            re.IGNORECASE,
+        rules.append(
+            _rule(  # the password of a URL: scheme://user:password@host
+                "passwords",
+                rf"://[^\s/:@]+:{fresh}(?P<secret>[^\s/@]+)(?=@)",
+                ("://",),
+                separated=True,
+            )
         )
-        rules.append(Rule("passwords", binary, text, keep3, keep3_text, triggers))
-        # the password of a URL: scheme://user:password@host
-        binary, text = _both(r"(\b[a-z][a-z0-9+.-]*://[^\s/:@]+)(:)[^\s/@]+(?=@)", re.IGNORECASE)
-        keep2, keep2_text = _keeping(2, marker)
-        rules.append(Rule("passwords", binary, text, keep2, keep2_text, (b"://",)))
     if "credit_cards" in wanted:
-        # 13-19 digits in one run, or in groups as cards are printed (4-4-4-4, 4-6-5, ...)
-        # with one kind of separator; the first digit in the card networks' range 2-6
-        binary, text = _both(
-            r"(?<![\w-])[2-6](?:[0-9]{12,18}|[0-9]{3}([ -])[0-9]{3,6}(?:\1[0-9]{1,6}){1,4})"
-            r"(?![\w-])"
+        rules.append(
+            _rule(  # one run, or groups as printed (4-4-4-4, 4-6-5, ...) with one separator
+                "credit_cards",
+                r"(?<![\w-])[2-6](?:[0-9]{12,18}|[0-9]{3}([ -])[0-9]{3,6}(?:\1[0-9]{1,6}){1,4})"
+                r"(?![\w-])",
+                transform=lambda run: _cards(run, marker),
+                min_digits=13,
+            )
         )
-
-        def card(m: re.Match[bytes]) -> bytes:
-            return _cards(m.group().decode(), marker).encode()
-
-        def card_text(m: re.Match[str]) -> str:
-            return _cards(m.group(), marker)
-
-        rules.append(Rule("credit_cards", binary, text, card, card_text, gate=binary))
     return rules
 
 
@@ -149,12 +159,10 @@ def custom_rule(
     name: str, pattern: str, replacement: str = "", marker: str = DEFAULT_MARKER
 ) -> Rule:
     """A rule from configuration: `pattern` replaced by `replacement` (or the marker)."""
-    binary, text = _both(pattern)
-    repl = replacement or marker.replace("\\", "\\\\")
-    return Rule(name, binary, text, repl.encode(), repl)
+    return _rule(name, pattern, replacement=replacement or marker.replace("\\", "\\\\"))
 
 
-_KEY = re.compile(_SECRET_KEY + "$", re.IGNORECASE)
+_KEY = re.compile(rf"[\w.-]*{_SECRET_KEY}$")
 
 
 class Redactor:
@@ -167,38 +175,17 @@ class Redactor:
         self.rules = rules
         self.marker = marker
         self.secret_keys = secret_keys
-        # Consecutive rules with the same gate share one check.
-        self._gated: list[tuple[tuple[bytes, ...], re.Pattern[bytes] | None, list[Rule]]] = []
-        for rule in rules:
-            if self._gated and self._gated[-1][:2] == (rule.triggers, rule.gate):
-                self._gated[-1][2].append(rule)
-            else:
-                self._gated.append((rule.triggers, rule.gate, [rule]))
+        self._marker = marker.encode()
 
     def redact(self, message: bytes) -> tuple[bytes, bool]:
         """The message with every match replaced, and whether anything was."""
-        lower = None
-        out = message
-        for triggers, gate, rules in self._gated:
-            if triggers:
-                if lower is None:
-                    lower = message.lower()
-                if not any(t in lower for t in triggers):
-                    continue
-            elif gate is not None and gate.search(out) is None:
-                continue
-            for rule in rules:
-                out = rule.pattern.sub(rule.replace, out)
-        if out is message:
-            return message, False
-        return out, out != message
+        out = _apply(self.rules, message, self._marker, message.lower(), _digits_of_bytes)
+        return out, out is not message and out != message
 
     def redact_text(self, text: str) -> tuple[str, bool]:
         """The same for a str (a parsed JSON string value)."""
-        out = text
-        for rule in self.rules:
-            out = rule.text_pattern.sub(rule.text_replace, out)
-        return out, out != text
+        out = _apply(self.rules, text, self.marker, _lower_text(text), _digits_of_text)
+        return out, out is not text and out != text
 
     def redact_fields(self, value: Any) -> tuple[Any, bool]:
         """A parsed JSON value with every string redacted, copied only where it changed."""
@@ -221,6 +208,90 @@ class Redactor:
             if any(changed for _, changed in items):
                 return [new for new, _ in items], True
         return value, False
+
+
+def _digits_of_bytes(message: bytes) -> int:
+    return len(message) - len(message.translate(None, _DIGITS))
+
+
+def _digits_of_text(text: str) -> int:
+    return sum(ch.isdigit() for ch in text)
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _lower_text(text: str) -> str:
+    """ASCII letters lowered only, so positions stay those of `text` (str.lower() may not)."""
+    return text.translate(_ASCII_LOWER)
+
+
+def _apply(
+    rules: list[Rule],
+    message: AnyStr,
+    marker: AnyStr,
+    lower: AnyStr,
+    count_digits: Callable[[AnyStr], int],
+) -> AnyStr:
+    """Every rule in turn; anchored ones only where their words are."""
+    binary = isinstance(message, bytes)
+    separated = None
+    for rule in rules:
+        pattern: Any = rule.pattern if binary else rule.text_pattern
+        if rule.separated:
+            if separated is None:
+                equals, colon = (b"=", b":") if binary else ("=", ":")
+                separated = equals in message or colon in message
+            if not separated:
+                continue
+        if rule.anchors:
+            spans = _anchored(rule, pattern, message, lower, binary)
+            if spans:
+                message = _splice(message, spans, marker)
+                lower = message.lower() if binary else _lower_text(message)
+        elif rule.transform is not None:
+            if count_digits(message) < rule.min_digits:
+                continue
+            out = pattern.sub(_transformer(rule.transform, binary), message)
+            if out is not message:
+                message, lower = out, out.lower() if binary else _lower_text(out)
+        else:
+            replacement = rule.replacement.encode() if binary else rule.replacement
+            out = pattern.sub(replacement, message)
+            if out is not message:
+                message, lower = out, out.lower() if binary else _lower_text(out)
+    return message
+
+
+def _transformer(transform: Callable[[str], str], binary: bool) -> Callable[[Any], Any]:
+    if binary:
+        return lambda m: transform(m.group().decode()).encode()
+    return lambda m: transform(m.group())
+
+
+def _anchored(rule: Rule, pattern: Any, message: Any, lower: Any, binary: bool) -> list[Any]:
+    """(start, end) of each `secret` group where the rule's pattern matches at an anchor."""
+    spans = []
+    for word in rule.binary_anchors if binary else rule.anchors:
+        at = lower.find(word)
+        while at >= 0:
+            m = pattern.match(message, at)
+            if m is not None:
+                spans.append(m.span("secret"))
+            at = lower.find(word, at + 1)
+    return spans
+
+
+def _splice(message: AnyStr, spans: list[Any], marker: AnyStr) -> AnyStr:
+    parts = []
+    done = 0
+    for start, end in sorted(spans):
+        if start < done:  # overlapping matches (a secret key inside another's value)
+            continue
+        parts += [message[done:start], marker]
+        done = end
+    parts.append(message[done:])
+    return message[:0].join(parts)
 
 
 def _is_secret(key: Any, item: Any) -> bool:

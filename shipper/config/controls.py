@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from shipper.config.fields import key, section
 
@@ -24,40 +25,18 @@ class Routing:
     )
 
 
+def _inherited(name: str, kind: str, example: int) -> Any:
+    """A key of a namespace entry: unset keeps limits.<name>."""
+    doc = f"as limits.{name}, for this namespace"
+    return key(None, doc, kind, min=0, optional=True, example=example)
+
+
 @dataclass(slots=True)
 class NamespaceLimit:
-    lines_per_second: int | None = key(
-        None,
-        "as limits.lines_per_second, for this namespace",
-        "int",
-        min=0,
-        optional=True,
-        example=100,
-    )
-    bytes_per_second: int | None = key(
-        None,
-        "as limits.bytes_per_second, for this namespace",
-        "size",
-        min=0,
-        optional=True,
-        example=262144,
-    )
-    burst_lines: int | None = key(
-        None,
-        "as limits.burst_lines, for this namespace",
-        "int",
-        min=0,
-        optional=True,
-        example=1000,
-    )
-    burst_bytes: int | None = key(
-        None,
-        "as limits.burst_bytes, for this namespace",
-        "size",
-        min=0,
-        optional=True,
-        example=1048576,
-    )
+    lines_per_second: int | None = _inherited("lines_per_second", "int", 100)
+    bytes_per_second: int | None = _inherited("bytes_per_second", "size", 262144)
+    burst_lines: int | None = _inherited("burst_lines", "int", 1000)
+    burst_bytes: int | None = _inherited("burst_bytes", "size", 1048576)
 
 
 @dataclass(slots=True)

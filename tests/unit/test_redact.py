@@ -94,12 +94,9 @@ def test_custom_rules_with_groups_and_the_marker():
         marker="***",
     )
     assert r.redact(b"sid=deadbeef00 ssn 123-45-6789 ok") == (b"sid=<sid> ssn *** ok", True)
-    assert (
-        custom_rule("x", "a", marker="\\1").pattern.sub(
-            custom_rule("x", "a", marker="\\1").replace, b"a"
-        )
-        == b"\\1"
-    )
+    literal = redactor([], [("x", "a", "")], marker="\\1")  # a marker is text, not a template
+    assert literal.redact(b"a") == (b"\\1", True)
+    assert custom_rule("x", "b").replacement == "[REDACTED]"
 
 
 def test_parsed_json_values_are_redacted_and_copied_only_where_changed():
