@@ -165,6 +165,12 @@ def custom_rule(
 _KEY = re.compile(rf"[\w.-]*{_SECRET_KEY}$")
 
 
+_ANCHORED, _TRANSFORM, _SUB = 0, 1, 2
+# One step of a plan: (what kind, only with = or :, pattern, anchor words, transform or
+# replacement, digits needed), for bytes or for str.
+_Step = tuple[int, bool, Any, tuple[Any, ...], Any, int]
+
+
 class Redactor:
     """Applies rules to messages and JSON values. With `secret_keys` (the `passwords`
     rule), a parsed JSON object's secret-looking keys have their whole value replaced."""
@@ -176,15 +182,17 @@ class Redactor:
         self.marker = marker
         self.secret_keys = secret_keys
         self._marker = marker.encode()
+        self._binary = [_step(rule, binary=True) for rule in rules]
+        self._text = [_step(rule, binary=False) for rule in rules]
 
     def redact(self, message: bytes) -> tuple[bytes, bool]:
         """The message with every match replaced, and whether anything was."""
-        out = _apply(self.rules, message, self._marker, message.lower(), _digits_of_bytes)
+        out = _run(self._binary, message, self._marker, message.lower(), _digits_of_bytes)
         return out, out is not message and out != message
 
     def redact_text(self, text: str) -> tuple[str, bool]:
         """The same for a str (a parsed JSON string value)."""
-        out = _apply(self.rules, text, self.marker, _lower_text(text), _digits_of_text)
+        out = _run(self._text, text, self.marker, _lower_text(text), _digits_of_text)
         return out, out is not text and out != text
 
     def redact_fields(self, value: Any) -> tuple[Any, bool]:
@@ -210,6 +218,22 @@ class Redactor:
         return value, False
 
 
+def _step(rule: Rule, binary: bool) -> _Step:
+    pattern = rule.pattern if binary else rule.text_pattern
+    if rule.anchors:
+        words = rule.binary_anchors if binary else rule.anchors
+        return (_ANCHORED, rule.separated, pattern, words, None, 0)
+    if rule.transform is not None:
+        transform = rule.transform
+        if binary:
+            replace: Any = lambda m: transform(m.group().decode()).encode()  # noqa: E731
+        else:
+            replace = lambda m: transform(m.group())  # noqa: E731
+        return (_TRANSFORM, rule.separated, pattern, (), replace, rule.min_digits)
+    text = rule.replacement.encode() if binary else rule.replacement
+    return (_SUB, rule.separated, pattern, (), text, 0)
+
+
 def _digits_of_bytes(message: bytes) -> int:
     return len(message) - len(message.translate(None, _DIGITS))
 
@@ -226,60 +250,47 @@ def _lower_text(text: str) -> str:
     return text.translate(_ASCII_LOWER)
 
 
-def _apply(
-    rules: list[Rule],
+def _run(
+    plan: list[_Step],
     message: AnyStr,
     marker: AnyStr,
     lower: AnyStr,
     count_digits: Callable[[AnyStr], int],
 ) -> AnyStr:
-    """Every rule in turn; anchored ones only where their words are."""
-    binary = isinstance(message, bytes)
+    """Every step in turn; anchored ones only where their words are."""
     separated = None
-    for rule in rules:
-        pattern: Any = rule.pattern if binary else rule.text_pattern
-        if rule.separated:
+    original = message
+    for kind, needs_separator, pattern, words, arg, digits in plan:
+        if needs_separator:
             if separated is None:
-                equals, colon = (b"=", b":") if binary else ("=", ":")
-                separated = equals in message or colon in message
+                separated = any(sep in message for sep in _SEPARATORS[type(message)])
             if not separated:
                 continue
-        if rule.anchors:
-            spans = _anchored(rule, pattern, message, lower, binary)
-            if spans:
-                message = _splice(message, spans, marker)
-                lower = message.lower() if binary else _lower_text(message)
-        elif rule.transform is not None:
-            if count_digits(message) < rule.min_digits:
+        if kind == _ANCHORED:
+            spans = []
+            for word in words:
+                at = lower.find(word)
+                while at >= 0:
+                    m = pattern.match(message, at)
+                    if m is not None:
+                        spans.append(m.span("secret"))
+                    at = lower.find(word, at + 1)
+            if not spans:
                 continue
-            out = pattern.sub(_transformer(rule.transform, binary), message)
-            if out is not message:
-                message, lower = out, out.lower() if binary else _lower_text(out)
+            out = _splice(message, spans, marker)
+        elif kind == _TRANSFORM:
+            if count_digits(message) < digits:
+                continue
+            out = pattern.sub(arg, message)
         else:
-            replacement = rule.replacement.encode() if binary else rule.replacement
-            out = pattern.sub(replacement, message)
-            if out is not message:
-                message, lower = out, out.lower() if binary else _lower_text(out)
-    return message
+            out = pattern.sub(arg, message)
+        if out is not message:
+            message = out
+            lower = out.lower() if isinstance(out, bytes) else _lower_text(out)
+    return message if message != original else original
 
 
-def _transformer(transform: Callable[[str], str], binary: bool) -> Callable[[Any], Any]:
-    if binary:
-        return lambda m: transform(m.group().decode()).encode()
-    return lambda m: transform(m.group())
-
-
-def _anchored(rule: Rule, pattern: Any, message: Any, lower: Any, binary: bool) -> list[Any]:
-    """(start, end) of each `secret` group where the rule's pattern matches at an anchor."""
-    spans = []
-    for word in rule.binary_anchors if binary else rule.anchors:
-        at = lower.find(word)
-        while at >= 0:
-            m = pattern.match(message, at)
-            if m is not None:
-                spans.append(m.span("secret"))
-            at = lower.find(word, at + 1)
-    return spans
+_SEPARATORS: dict[type, tuple[Any, ...]] = {bytes: (b"=", b":"), str: ("=", ":")}
 
 
 def _splice(message: AnyStr, spans: list[Any], marker: AnyStr) -> AnyStr:
