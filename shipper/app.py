@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 from parsers.decoder import DecoderOptions
 from shipper.checkpoint import CheckpointStore
-from shipper.config import Config, multiline_rule
+from shipper.config import Config, multiline_rule, validate
 from shipper.kube.fragment import FileNameMetadata
 from shipper.observe import Metrics, MonitorServer
 from shipper.pipeline import MetadataSource, Pipeline, PipelineOptions
@@ -127,8 +127,14 @@ async def run_daemon(
     once: bool = False,
     stream: BinaryIO | None = None,
     on_start: Callable[[RunResult], None] | None = None,
+    validated: bool = False,
 ) -> RunResult:
-    """`shipper run`: until SIGTERM/SIGINT (or, with `once`, until every file is read)."""
+    """`shipper run`: until SIGTERM/SIGINT (or, with `once`, until every file is read).
+
+    The config is validated first (ConfigError naming the key) unless the caller did.
+    """
+    if not validated:
+        validate(cfg)
     pipeline = build_pipeline(cfg, once, stream)
     result = RunResult(pipeline)
     monitor = None

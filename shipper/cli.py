@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from shipper import __version__
-from shipper.config import Config, ConfigError, default_config, load_config
+from shipper.config import Config, ConfigError, default_config, load_config, validate
 
 log = logging.getLogger("shipper")
 
@@ -24,11 +24,21 @@ class Failure(click.ClickException):
     exit_code = 1
 
 
-def _load(path: str | None) -> Config:
+class BadConfig(click.ClickException):
+    """A configuration mistake: one line on stderr naming the key, exit code 2."""
+
+    exit_code = 2
+
+
+def _load(path: str | None, validated: bool = True) -> Config:
+    """The config at `path` (built-in defaults without one), validated unless asked not to."""
     try:
-        return load_config(path) if path else default_config()
+        cfg = load_config(path) if path else default_config()
+        if validated:
+            validate(cfg)
     except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise BadConfig(str(exc)) from None
+    return cfg
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -204,6 +214,9 @@ def run(config_path: str | None, once: bool) -> None:
         signal.signal(sig, lambda number, _frame: pending.append(number))
     # `kill -USR1 <pid>` writes every thread's stack to stderr: for "why is it stuck?".
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # Validated before the heavy imports: a config mistake is reported at once. (So
+    # run_daemon need not validate it again.)
+    cfg = _load(config_path)
 
     from shipper.app import RunResult, run_daemon
     from shipper.checkpoint import CheckpointError
@@ -214,28 +227,40 @@ def run(config_path: str | None, once: bool) -> None:
         if pending:
             result.pipeline.stop()
 
-    cfg = _load(config_path)
     setup_logging(cfg.logging.level, cfg.logging.format)
     try:
-        asyncio.run(run_daemon(cfg, once=once, on_start=stop_if_asked))
+        asyncio.run(run_daemon(cfg, once=once, on_start=stop_if_asked, validated=True))
     except (CheckpointError, SinkStartError) as exc:
         raise Failure(str(exc)) from None
     except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise BadConfig(str(exc)) from None
     except OSError as exc:
         raise Failure(f"{exc.__class__.__name__}: {exc}") from None
 
 
 @main.command("check-config")
 @click.argument("config_path", type=click.Path(dir_okay=False))
-def check_config(config_path: str) -> None:
-    """Validate a config file; exit 2 with the key at fault if it is wrong.
+@click.option(
+    "--config-only",
+    is_flag=True,
+    help="Check the config alone, not what it needs on this machine (for CI).",
+)
+def check_config(config_path: str, config_only: bool) -> None:
+    """Validate a config file as `shipper run` would; exit 2 with the key at fault if wrong.
+
+    Checks every key, the keys against each other, and what the config needs on this
+    machine: credential, CA and pods files, the kubeconfig or in-cluster account.
 
     \b
-    Example:
+    Examples:
       shipper check-config /etc/shipper/config.yaml
+      NODE_NAME=ci shipper check-config --config-only deploy/config.yaml
     """
-    cfg = _load(config_path)
+    cfg = _load(config_path, validated=False)
+    try:
+        validate(cfg, environment=not config_only)
+    except ConfigError as exc:
+        raise BadConfig(str(exc)) from None
     target = cfg.elasticsearch.index or cfg.elasticsearch.data_stream
     sink = (
         ", ".join(cfg.elasticsearch.hosts) + f" -> {target}"
@@ -280,7 +305,7 @@ def checkpoints(config_path: str | None, reset_path: str | None, reset_to: int) 
     from shipper.checkpoint import CheckpointError, CheckpointStore
     from shipper.tail.identity import is_compressed, same_file
 
-    cfg = _load(config_path)
+    cfg = _load(config_path, validated=False)  # only checkpoint.path matters here
     directory = Path(cfg.checkpoint.path)
     if not directory.is_dir():
         raise Failure(f"checkpoint.path {str(directory)!r} does not exist (nothing shipped yet?)")

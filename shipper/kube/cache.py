@@ -164,6 +164,14 @@ class PodCache:
         handle.excluded = hint.excluded
         handle.parser = hint.parser
         handle.multiline = hint.multiline
+        handle.dataset = hint.dataset
+        handle.rate_limit = hint.rate_limit
+        if hint.problems and hint.problems != handle.hint_problems:
+            log.warning(
+                "pod annotation ignored",
+                extra={"pod": f"{ref.namespace}/{ref.pod}", "problems": list(hint.problems)},
+            )
+        handle.hint_problems = hint.problems
         handle.resolved = not self.namespaces_pending or ref.namespace in self.namespaces
         handle.update(serialise(fields))
 

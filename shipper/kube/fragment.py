@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from parsers.filename import ContainerRef
+from shipper.limits import LimitOverride
 
 
 def file_name_fields(ref: ContainerRef | None, node: str) -> dict[str, Any]:
@@ -45,6 +46,8 @@ class MetadataHandle:
 
     `version` goes up on every change so a file's encoder knows to take the new fragment.
     `resolved` is False while the pod is still unknown to the source and lines may wait.
+    The hints (`excluded` ... `rate_limit`) are the pod's shipper.io/* annotations for this
+    container (shipper.kube.pods.Hints); `hint_problems` the ones that were ignored.
     """
 
     fragment: bytes
@@ -53,6 +56,9 @@ class MetadataHandle:
     excluded: bool = False
     parser: str = ""
     multiline: str = ""
+    dataset: str = ""
+    rate_limit: LimitOverride | None = None
+    hint_problems: tuple[str, ...] = ()
     wait_until: float = 0.0
 
     def update(self, fragment: bytes) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shipper.kube.keys import safe_map
+from shipper.limits import LimitOverride, parse_rate_limit
 
 # A CronJob names its Jobs <cronjob>-<scheduled time in minutes since the epoch>.
 _CRONJOB_JOB = re.compile(r"(?P<cronjob>.+)-\d{8,}")
@@ -23,28 +24,66 @@ WORKLOAD_KINDS = {
 }
 
 
+# Which owner names the service when the pod's labels do not: the outermost workload.
+SERVICE_OWNERS = ("deployment", "statefulset", "daemonset", "cronjob", "job", "replicaset")
+
+
 @dataclass(frozen=True, slots=True)
 class Hints:
-    """What a pod's shipper.io/* annotations ask for one of its containers."""
+    """What a pod's shipper.io/* annotations ask for one of its containers.
+
+    `problems` names the annotations whose values could not be used (they are ignored),
+    e.g. `shipper.io/rate-limit-api: 'lines=5': expected ...`.
+    """
 
     excluded: bool = False
     parser: str = ""
     multiline: str = ""
+    dataset: str = ""
+    rate_limit: LimitOverride | None = None
+    problems: tuple[str, ...] = ()
 
 
 def hints(pod: dict[str, Any], container: str) -> Hints:
-    """`shipper.io/exclude`, `shipper.io/exclude-<container>`, `shipper.io/parser`,
-    `shipper.io/multiline` (also per container: `shipper.io/parser-<container>`)."""
+    """`shipper.io/exclude`, `parser`, `multiline`, `dataset` and `rate-limit`, each also
+    for one container with a `-<container>` suffix (`shipper.io/parser-api`), which wins."""
     ann = (pod.get("metadata") or {}).get("annotations") or {}
 
-    def get(name: str) -> str:
-        return str(ann.get(f"{HINT_PREFIX}{name}-{container}", ann.get(f"{HINT_PREFIX}{name}", "")))
+    def key(name: str) -> str:
+        own = f"{HINT_PREFIX}{name}-{container}"
+        return own if own in ann else f"{HINT_PREFIX}{name}"
 
+    def get(name: str) -> str:
+        return str(ann.get(key(name), ""))
+
+    problems = []
+    rate_limit = None
+    if get("rate-limit").strip():
+        try:
+            rate_limit = parse_rate_limit(get("rate-limit"))
+        except ValueError as exc:
+            problems.append(f"{key('rate-limit')}: {exc}")
     return Hints(
         excluded=get("exclude").strip().lower() == "true",
         parser=get("parser").strip().lower(),
         multiline=get("multiline").strip().lower(),
+        dataset=get("dataset").strip(),
+        rate_limit=rate_limit,
+        problems=tuple(problems),
     )
+
+
+def service(labels: dict[str, str], owners: dict[str, dict[str, str]]) -> dict[str, str]:
+    """ECS `service.*`: `app.kubernetes.io/name`, else the `app` label, else the owning
+    workload's name; `service.version` from `app.kubernetes.io/version`."""
+    name = labels.get("app.kubernetes.io/name") or labels.get("app")
+    if not name:
+        name = next((owners[k]["name"] for k in SERVICE_OWNERS if k in owners), "")
+    out = {"name": str(name)} if name else {}
+    version = labels.get("app.kubernetes.io/version")
+    if version:
+        out["version"] = str(version)
+    return out
 
 
 def workload(pod: dict[str, Any]) -> dict[str, dict[str, str]]:
@@ -113,7 +152,8 @@ def container_fields(
             container_doc["runtime"] = runtime
     if image:
         container_doc["image"] = {"name": image}
-    labels = safe_map(meta.get("labels"))
+    raw_labels = meta.get("labels") or {}
+    labels = safe_map(raw_labels)
     if labels:
         kube["labels"] = labels
     if namespace_labels:
@@ -125,10 +165,14 @@ def container_fields(
     }
     if annotations:
         kube["annotations"] = safe_map(annotations)
-    kube.update(workload(pod))
+    owners = workload(pod)
+    kube.update(owners)
     doc: dict[str, Any] = {"kubernetes": kube}
     if container_doc:
         doc["container"] = container_doc
+    service_doc = service(raw_labels, owners)
+    if service_doc:
+        doc["service"] = service_doc
     if node_name:
         doc["host"] = {"name": node_name}
     return doc

@@ -7,15 +7,14 @@ import os
 import threading
 import time
 from collections import deque
-from pathlib import Path
 from typing import Any
-
-import orjson
 
 from parsers.filename import ContainerRef
 from shipper.config import Config, ConfigError
+from shipper.config.validate import check_kubernetes
 from shipper.kube.cache import PodCache
 from shipper.kube.fragment import MetadataHandle
+from shipper.kube.podsfile import read_pods_file
 from shipper.kube.watch import Event, ResourceWatch
 from shipper.observe import Metrics
 
@@ -91,17 +90,7 @@ class KubeMetadata:
 
     def load_file(self, path: str) -> None:
         """A `kubectl get pods -A -o json` dump (a List, a single Pod, or NDJSON of pods)."""
-        raw = Path(path).read_bytes()
-        try:
-            data = orjson.loads(raw)
-            items = data.get("items", [data]) if isinstance(data, dict) else data
-        except orjson.JSONDecodeError:
-            items = [orjson.loads(line) for line in raw.splitlines() if line.strip()]
-        pods = [p for p in items if isinstance(p, dict) and p.get("kind", "Pod") == "Pod"]
-        node = self.cache.node
-        if node:
-            pods = [p for p in pods if (p.get("spec") or {}).get("nodeName") in (node, None)]
-        self.cache.replace_pods(pods, time.time())
+        self.cache.replace_pods(read_pods_file(path, self.cache.node), time.time())
         # Pods from a file are all there is: lines never wait for metadata.
         self.cache.wait_for_metadata = 0.0
 
@@ -122,11 +111,7 @@ def kube_source(cfg: Config, metrics: Metrics) -> KubeMetadata:
         except (OSError, ValueError) as exc:
             raise ConfigError(f"kubernetes.pods_file: cannot read {k.pods_file!r}: {exc}") from None
         return source
-    if not k.node_name:
-        raise ConfigError(
-            "kubernetes.node_name: empty; set NODE_NAME from the downward API (spec.nodeName), "
-            "or set kubernetes.enabled: false"
-        )
+    check_kubernetes(k)  # validate() did it for `shipper run`; library callers get it here
     source.start_watches(api_client(k.kubeconfig), k.node_name)
     return source
 
@@ -157,5 +142,11 @@ def api_client(kubeconfig: str) -> Any:
             "kubernetes.kubeconfig, kubernetes.pods_file, or kubernetes.enabled: false"
         )
     configuration = client.Configuration()
-    config.load_incluster_config(client_configuration=configuration)
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException as exc:  # no service account token or CA mounted
+        raise ConfigError(
+            f"kubernetes.enabled: in a cluster, but the service account is unusable ({exc}); "
+            "mount its token (automountServiceAccountToken), or set kubernetes.kubeconfig"
+        ) from None
     return client.ApiClient(configuration)

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -129,13 +130,28 @@ def test_check_config_exits_2_with_one_line_naming_the_key(tmp_path, text, messa
     assert message in run.stderr
 
 
-def test_check_config_accepts_the_example(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "shipper", "check-config", str(ROOT / "config.example.yaml")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0
+EXAMPLE = ROOT / "config.example.yaml"
+
+
+def test_check_config_accepts_the_example_and_says_what_it_needs_here(tmp_path):
+    def check(*args: str, **env: str) -> subprocess.CompletedProcess:
+        environ = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+        return subprocess.run(
+            [sys.executable, "-m", "shipper", "check-config", *args, str(EXAMPLE)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**environ, **env},
+        )
+
+    result = check("--config-only", NODE_NAME="node-1")
+    assert result.returncode == 0, result.stderr
     assert "ok" in result.stdout
+    # The example follows the API of the cluster it runs in: elsewhere that is what fails.
+    result = check(NODE_NAME="node-1")
+    assert result.returncode == 2
+    assert "kubernetes.enabled: not running in a cluster" in result.stderr
+    result = check("--config-only")
+    assert result.returncode == 2
+    assert "kubernetes.node_name: empty while kubernetes.enabled is true" in result.stderr

@@ -10,7 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from shipper.config import parse_config
+from shipper.config import parse_config, validate
 from shipper.observe import Metrics
 from shipper.sinks import templates
 
@@ -57,6 +57,7 @@ def test_cluster_role_grants_get_list_watch_on_pods_and_namespaces_only():
 def test_configmap_config_passes_check_config():
     config_text = find("ConfigMap")["data"]["config.yaml"]
     cfg = parse_config(config_text, {"NODE_NAME": "node-1"}, source="configmap")
+    validate(cfg, environment=False)  # the files and the cluster are the pod's
     assert cfg.kubernetes.node_name == "node-1"
     assert cfg.checkpoint.path == "/var/lib/shipper"
     assert cfg.elasticsearch.tls.verify is True

@@ -8,6 +8,7 @@ from parsers.filename import ContainerRef
 from shipper.kube.cache import PodCache
 from shipper.kube.keys import safe_key, safe_map
 from shipper.kube.pods import container_fields, hints, workload
+from shipper.limits import UNLIMITED, LimitOverride
 
 CID = "a" * 64
 
@@ -181,3 +182,71 @@ def test_a_pod_whose_namespace_is_not_listed_resolves_once_namespaces_are_synced
     cache.replace_namespaces([{"metadata": {"name": "other"}}])
     assert handle.resolved
     assert "namespace_labels" not in orjson.loads(b"{" + handle.fragment + b"}")["kubernetes"]
+
+
+# ---- service.* and the routing and rate-limit hints ----------------------------------------
+
+
+def service_of(p, container="app"):
+    return container_fields(p, container, None, [], "node-1").get("service")
+
+
+def test_service_name_from_the_recommended_label_then_app_then_the_workload():
+    labels = {
+        "app.kubernetes.io/name": "shop-web",
+        "app": "web",
+        "app.kubernetes.io/version": "1.4.2",
+    }
+    assert service_of(pod(labels=labels)) == {"name": "shop-web", "version": "1.4.2"}
+    assert service_of(pod(labels={"app": "web"})) == {"name": "web"}
+    assert service_of(pod(labels={"pod-template-hash": "7d4b9c6f5d"})) == {
+        "name": "web"
+    }  # Deployment
+    assert service_of(pod(labels={}, owner=("StatefulSet", "db"))) == {"name": "db"}
+    assert service_of(pod(labels={}, owner=("Job", "report-28469120"))) == {"name": "report"}
+    assert service_of(pod(labels={}, owner=None)) is None
+    only_version = pod(labels={"app.kubernetes.io/version": "2"}, owner=None)
+    assert service_of(only_version) == {"version": "2"}
+
+
+def test_dataset_and_rate_limit_hints_for_the_pod_and_one_container():
+    p = pod(
+        annotations={
+            "shipper.io/dataset": "nginx",
+            "shipper.io/dataset-sidecar": "envoy",
+            "shipper.io/rate-limit": "lines_per_second=100,bytes_per_second=64KiB",
+            "shipper.io/rate-limit-sidecar": "off",
+        }
+    )
+    app, sidecar = hints(p, "app"), hints(p, "sidecar")
+    assert app.dataset == "nginx" and sidecar.dataset == "envoy"
+    assert app.rate_limit == LimitOverride(lines_per_second=100, bytes_per_second=65536)
+    assert sidecar.rate_limit == UNLIMITED
+    assert app.problems == sidecar.problems == ()
+    assert hints(pod(), "app").rate_limit is None
+
+
+def test_an_unusable_rate_limit_annotation_is_ignored_and_said_why():
+    h = hints(pod(annotations={"shipper.io/rate-limit-app": "lines=5"}), "app")
+    assert h.rate_limit is None
+    [problem] = h.problems
+    assert problem.startswith("shipper.io/rate-limit-app: 'lines=5': expected off, or key=value")
+
+
+def test_handles_carry_the_hints_and_follow_annotation_changes(caplog):
+    cache = PodCache(node="node-1")
+    handle = cache.handle(ref(), now=0.0)
+    cache.put_pod(pod(annotations={"shipper.io/dataset": "nginx"}))
+    assert (handle.dataset, handle.rate_limit, handle.hint_problems) == ("nginx", None, ())
+    fragment = orjson.loads(b"{" + handle.fragment + b"}")
+    assert fragment["service"] == {"name": "web"}
+    bad = pod(annotations={"shipper.io/rate-limit": "fast"})
+    with caplog.at_level("WARNING", logger="shipper.kube.cache"):
+        cache.put_pod(bad)
+        cache.put_pod(bad)  # the same problem again is not logged again
+    assert handle.dataset == "" and handle.rate_limit is None
+    assert handle.hint_problems and [r.message for r in caplog.records] == [
+        "pod annotation ignored"
+    ]
+    cache.put_pod(pod(annotations={"shipper.io/rate-limit": "lines_per_second=5"}))
+    assert handle.rate_limit == LimitOverride(lines_per_second=5) and handle.hint_problems == ()
