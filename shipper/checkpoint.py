@@ -9,6 +9,12 @@ The tracker turns acknowledgements into offsets. Each chunk of a file read becom
 segment: the offset the file may be committed to once the segment's documents (and those
 of every earlier segment of that file) are acknowledged. Segments complete in any order;
 offsets only advance over a contiguous run, so a crash can re-send but never skip.
+
+Beside each committed offset the store keeps a "sent up to" mark: no document at or past
+it has been handed to the sink. It is written before a batch reaching past it is sent
+(`Pipeline._dispatch`), so after a restart the documents between the committed offset and
+the mark are the uncertain range: they may already be indexed (`resent`), and the sink
+looks them up before writing them again.
 """
 
 from __future__ import annotations
@@ -64,6 +70,12 @@ class CheckpointStore:
     files: dict[str, Entry] = field(default_factory=dict)
     horizons: dict[str, str] = field(default_factory=dict)
     scopes_seen: dict[str, float] = field(default_factory=dict)
+    # "sent up to" marks: what this run may hand to the sink (`mark_sent`), what the last
+    # completed write holds (`sent_durable`), and what was loaded at start (`resent_until`)
+    sent: dict[str, int] = field(default_factory=dict)
+    sent_durable: dict[str, int] = field(default_factory=dict)
+    resent_until: dict[str, int] = field(default_factory=dict)
+    _sent_snapshot: dict[str, int] = field(default_factory=dict)
     dirty: bool = False
     urgent: bool = False
     last_save: float = 0.0
@@ -127,8 +139,28 @@ class CheckpointStore:
             self.dirty = True
 
     def remove(self, key: str) -> None:
+        self.sent.pop(key, None)
         if self.files.pop(key, None) is not None:
             self.dirty = True
+
+    # ---- the uncertain range -------------------------------------------------------------
+
+    def resent(self, key: str, offset: int) -> bool:
+        """The document at `offset` may have been indexed before this run started."""
+        return offset < self.resent_until.get(key, 0)
+
+    def unmarked(self, ends: list[tuple[str, int]]) -> bool:
+        """Some (key, end) reaches past the durable "sent up to" mark of its file."""
+        durable = self.sent_durable
+        return any(end > durable.get(key, 0) for key, end in ends)
+
+    def mark_sent(self, ends: dict[str, int]) -> None:
+        """Raise the "sent up to" marks (written by the next save)."""
+        sent = self.sent
+        for key, end in ends.items():
+            if end > sent.get(key, 0):
+                sent[key] = end
+                self.dirty = True
 
     def horizon(self, scope: str) -> str | None:
         return self.horizons.get(scope)
@@ -151,6 +183,7 @@ class CheckpointStore:
         gone = [k for k, e in self.files.items() if e.seen < limit]
         for key in gone:
             del self.files[key]
+            self.sent.pop(key, None)
         old_scopes = [s for s in self.horizons if self.scopes_seen.get(s, 0.0) < limit]
         for scope in old_scopes:
             del self.horizons[scope]
@@ -177,6 +210,7 @@ class CheckpointStore:
                     s: {"horizon": h, "seen": round(self.scopes_seen.get(s, 0.0), 3)}
                     for s, h in self.horizons.items()
                 },
+                "sent": dict(self.sent),
             },
             option=orjson.OPT_SORT_KEYS,
         )
@@ -188,6 +222,7 @@ class CheckpointStore:
             }
         )
         self.dirty = self.urgent = False
+        self._sent_snapshot = dict(self.sent)
         return header + b"\n" + body + b"\n"
 
     def write(self, data: bytes) -> None:
@@ -214,6 +249,7 @@ class CheckpointStore:
         finally:
             os.close(dfd)
         self.last_save = time.time()
+        self.sent_durable = self._sent_snapshot
 
     def save(self) -> None:
         """Snapshot and write now (blocking)."""
@@ -273,7 +309,9 @@ class CheckpointStore:
         }
         horizons = {str(k): str(v["horizon"]) for k, v in data["horizons"].items()}
         seen = {str(k): float(v["seen"]) for k, v in data["horizons"].items()}
+        sent = {str(k): int(v) for k, v in data.get("sent", {}).items()}  # absent before marks
         self.files, self.horizons, self.scopes_seen = files, horizons, seen
+        self.sent, self.resent_until, self.sent_durable = dict(sent), dict(sent), dict(sent)
 
 
 @dataclass(slots=True)
@@ -288,6 +326,7 @@ class Segment:
     dev: int = 0
     ino: int = 0
     oldest: float = 0.0
+    uncertain: bool = False  # documents that may be indexed already (CheckpointStore.resent)
 
 
 @dataclass(slots=True)
@@ -332,6 +371,10 @@ class AckTracker:
             self.store.commit(last.key, last.end, last.path, last.dev, last.ino)
             if not queue:
                 del self._queues[last.key]
+
+    def read_ends(self) -> dict[str, int]:
+        """Per file, the end of the last segment handed out (everything read so far)."""
+        return {key: queue[-1].end for key, queue in self._queues.items()}
 
     def pending(self, key: str) -> int:
         """Segments of `key` not yet committed."""

@@ -56,6 +56,9 @@ class PipelineOptions:
     checkpoint_interval: float = 1.0
     shutdown_grace: float = 20.0
     once: bool = False
+    # Persist "sent up to" marks before sending past them (exactly once across restarts
+    # and rollovers; the Elasticsearch sink with deterministic ids turns it on).
+    mark_sent: bool = False
     # `shipper tail` filters
     file_filter: Callable[[FileCursor], bool] | None = None
     line_filter: re.Pattern[bytes] | None = None
@@ -102,7 +105,7 @@ class Pipeline:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._holding: set[FileCursor] = set()
         self._waiting: set[FileCursor] = set()
-        self._saving = False
+        self._save_lock = asyncio.Lock()
         self._last_beat = time.monotonic()
         self._next_housekeeping = 0.0
         self._last_wake = 0.0
@@ -341,6 +344,7 @@ class Pipeline:
         segment = self.tracker.open(key, end, docs, size, cursor.path, cursor.dev, cursor.ino)
         if docs:
             segment.oldest = _epoch(events[0].time)
+            segment.uncertain = self.store.resent(key, events[0].offset)
             self._add(segment, entries, size)
             self.metrics.events.inc(docs)
             if not handle.resolved:
@@ -397,7 +401,24 @@ class Pipeline:
     async def _dispatch(self) -> None:
         batch = self.take_batch()
         if batch.parts:
+            if self._needs_sent_marks(batch):
+                await self._write_sent_marks()
             await self.sink.send(batch)
+
+    def _needs_sent_marks(self, batch: Batch) -> bool:
+        """The batch reaches past a file's durable "sent up to" mark."""
+        return (
+            self.options.mark_sent
+            and self.store.directory is not None
+            and self.store.unmarked([(seg.key, seg.end) for seg, _, _ in batch.parts])
+        )
+
+    async def _write_sent_marks(self) -> None:
+        """Mark everything read so far as possibly sent, durably, before sending any of it
+        (one write covers every batch already encoded). A write that fails is logged and
+        the batch sent anyway: delivery goes on, the exactly-once guarantee is weaker."""
+        self.store.mark_sent(self.tracker.read_ends())
+        await self._save_checkpoints(background=True)
 
     async def _dispatch_all(self) -> None:
         while self._full or self._batch.parts:
@@ -448,7 +469,7 @@ class Pipeline:
     async def _maybe_save(self) -> None:
         if (
             self.store.dirty
-            and not self._saving
+            and not self._save_lock.locked()
             and (
                 self.store.urgent
                 or time.time() - self.store.last_save >= self.options.checkpoint_interval
@@ -457,18 +478,16 @@ class Pipeline:
             await self._save_checkpoints(background=True)
 
     async def _save_checkpoints(self, background: bool) -> None:
-        data = self.store.snapshot()
-        self._saving = True
-        try:
-            if background:
-                await asyncio.to_thread(self.store.write, data)
-            else:
-                self.store.write(data)
-        except OSError as exc:
-            self.store.dirty = True
-            log.error("cannot write checkpoints", extra={"error": str(exc)})
-        finally:
-            self._saving = False
+        async with self._save_lock:  # one write at a time: they share a temporary file
+            data = self.store.snapshot()
+            try:
+                if background:
+                    await asyncio.to_thread(self.store.write, data)
+                else:
+                    self.store.write(data)
+            except OSError as exc:
+                self.store.dirty = True
+                log.error("cannot write checkpoints", extra={"error": str(exc)})
 
     def update_gauges(self) -> None:
         """Refresh gauges that are cheap to compute only when scraped."""
