@@ -31,6 +31,7 @@ from urllib.parse import quote, urlsplit
 
 IDLE_SECONDS = 20.0  # an idle connection older than this is closed rather than reused
 MAX_HEADER_BYTES = 64 * 1024
+EXPECT_BYTES = 64 * 1024  # a body this large that breaks the pipe is asked for again
 
 
 class TransportError(Exception):
@@ -222,32 +223,21 @@ class HttpTransport:
         extra: bytes,
     ) -> Response:
         reader, writer, reused = conn
-        head = b"%s %s%s HTTP/1.1\r\nHost: %s\r\n%s%sContent-Length: %d\r\n\r\n" % (
-            method.encode(),
-            host.base.encode(),
-            target.encode(),
-            host.authority,
-            self._fixed,
-            extra,
-            len(body) if body is not None else 0,
-        )
+        head = self._head(host, method, target, body, extra)
         try:
             try:
                 writer.write(head)
                 if body:
                     writer.write(body)
                 await writer.drain()
-            except (OSError, ssl.SSLError) as exc:
-                # A server refusing a body (413 past http.max_content_length) answers and
-                # closes before it has read it all: its answer is still there to read.
-                try:
-                    status, headers, data, _ = await asyncio.wait_for(
-                        _read_response(reader, method), 5.0
-                    )
-                except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError):
-                    raise exc from None
+            except (OSError, ssl.SSLError):
                 writer.close()
-                return Response(status, headers, data, host.url)
+                if body is None or len(body) < EXPECT_BYTES:
+                    raise
+                # A server refusing a body (413 past http.max_content_length) answers and
+                # closes before reading it; that answer is usually lost with the broken
+                # pipe. Ask again, this time waiting for its verdict before the body.
+                return await self._expect_continue(host, method, target, body, extra)
             status, headers, data, keep = await _read_response(reader, method)
         except (OSError, asyncio.IncompleteReadError, ValueError, ssl.SSLError) as exc:
             writer.close()
@@ -261,11 +251,49 @@ class HttpTransport:
             writer.close()
         return Response(status, headers, data, host.url)
 
+    def _head(
+        self, host: _Host, method: str, target: str, body: bytes | None, extra: bytes
+    ) -> bytes:
+        return b"%s %s%s HTTP/1.1\r\nHost: %s\r\n%s%sContent-Length: %d\r\n\r\n" % (
+            method.encode(),
+            host.base.encode(),
+            target.encode(),
+            host.authority,
+            self._fixed,
+            extra,
+            len(body) if body is not None else 0,
+        )
+
+    async def _expect_continue(
+        self, host: _Host, method: str, target: str, body: bytes, extra: bytes
+    ) -> Response:
+        """The request again on a new connection with `Expect: 100-continue`: the body goes
+        only after the server's "100 Continue" (or after a second without an answer)."""
+        reader, writer, _ = await self._connection(host, fresh=True)
+        try:
+            writer.write(
+                self._head(host, method, target, body, extra + b"Expect: 100-continue\r\n")
+            )
+            await writer.drain()
+            try:
+                interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 1.0)
+            except TimeoutError:
+                interim = b""  # no interim answer: send the body anyway (RFC 9110)
+            if interim and not interim.startswith((b"HTTP/1.1 100", b"HTTP/1.0 100")):
+                status, headers, data, _ = await _read_response(reader, method, interim)
+                return Response(status, headers, data, host.url)
+            writer.write(body)
+            await writer.drain()
+            status, headers, data, _ = await _read_response(reader, method)
+            return Response(status, headers, data, host.url)
+        finally:
+            writer.close()
+
     async def _connection(
-        self, host: _Host
+        self, host: _Host, fresh: bool = False
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bool]:
         now = self._clock()
-        while host.idle:
+        while host.idle and not fresh:
             reader, writer, since = host.idle.pop()
             if now - since < IDLE_SECONDS and not reader.at_eof() and not writer.is_closing():
                 return reader, writer, True
@@ -300,10 +328,11 @@ class HttpTransport:
 
 
 async def _read_response(
-    reader: asyncio.StreamReader, method: str
+    reader: asyncio.StreamReader, method: str, raw: bytes = b""
 ) -> tuple[int, dict[str, str], bytes, bool]:
-    """(status, headers, body, keep-alive) of one HTTP/1.1 response."""
-    raw = await reader.readuntil(b"\r\n\r\n")
+    """(status, headers, body, keep-alive) of one HTTP/1.1 response (`raw`: its head, if
+    already read)."""
+    raw = raw or await reader.readuntil(b"\r\n\r\n")
     lines = raw.decode("latin-1").split("\r\n")
     version, _, rest = lines[0].partition(" ")
     if not version.startswith("HTTP/"):
