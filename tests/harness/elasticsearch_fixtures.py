@@ -49,7 +49,11 @@ def es_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         ) as container:
             yield container.get_url()
         return
-    server = ElasticsearchServer(tmp_path_factory.mktemp("es"), DEFAULT_VERSION)
+    yield from _serving(ElasticsearchServer(tmp_path_factory.mktemp("es"), DEFAULT_VERSION))
+
+
+def _serving(server: ElasticsearchServer) -> Iterator[str]:
+    """Start `server`, yield its URL, stop it."""
     server.start()
     try:
         yield server.url
@@ -103,14 +107,11 @@ def os_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """A session-wide OpenSearch of each version under test, one after the other."""
-    server = ElasticsearchServer(
-        tmp_path_factory.mktemp(f"os-{request.param}"), request.param, engine=OPENSEARCH
+    yield from _serving(
+        ElasticsearchServer(
+            tmp_path_factory.mktemp(f"os-{request.param}"), request.param, engine=OPENSEARCH
+        )
     )
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -11,7 +11,20 @@ is the model):
 - sink.py: the sink itself (requests, retries, splitting, readiness).
 """
 
-from shipper.sinks.elasticsearch.sink import ElasticsearchSink
-from shipper.sinks.elasticsearch.startup import SinkStartError
+from typing import Any
 
 __all__ = ["ElasticsearchSink", "SinkStartError"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use, so `python -m shipper.sinks.elasticsearch.templates` does not
+    # load the sink (and its templates module) before running the templates module.
+    if name == "ElasticsearchSink":
+        from shipper.sinks.elasticsearch.sink import ElasticsearchSink
+
+        return ElasticsearchSink
+    if name == "SinkStartError":
+        from shipper.sinks.elasticsearch.startup import SinkStartError
+
+        return SinkStartError
+    raise AttributeError(name)
