@@ -371,3 +371,17 @@ def test_start_up_errors_that_retrying_cannot_fix_are_fatal(answer, message):
 
     fatal = asyncio.run(main())
     assert isinstance(fatal, SinkStartError) and message in str(fatal)
+
+
+def test_the_daemon_imports_no_elasticsearch_client_stack():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, shipper.cli, shipper.app\n"
+        "from shipper.sinks.elasticsearch import ElasticsearchSink\n"
+        "heavy = ('elasticsearch', 'elastic_transport', 'aiohttp', 'opensearchpy')\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
