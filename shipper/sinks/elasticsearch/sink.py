@@ -121,6 +121,8 @@ class ElasticsearchSink:
         self.queue.put(Work.of(batch))
 
     async def drain(self, timeout: float | None = None) -> bool:
+        if self._fatal is not None:  # nothing will be delivered: do not wait for the grace
+            return self.queue.empty()
         return await self.queue.drain(timeout)
 
     async def close(self) -> None:
