@@ -208,6 +208,22 @@ def test_a_timed_out_request_is_looked_up_in_the_whole_target_before_it_is_sent_
     assert len(acked) == 1
 
 
+def test_a_failed_lookup_is_tried_again_before_anything_is_sent():
+    lookups = iter([(503, b'{"error":{"type":"unavailable_shards_exception"}}'), None])
+
+    def handler(method, path, body):
+        if path.endswith("/_refresh"):
+            return 200, b"{}"
+        if path.endswith("/_search"):
+            return next(lookups) or (200, b'{"hits":{"hits":[{"_id":"f-0"}]}}')
+        return created(body)
+
+    sink, transport, acked = run(handler, [batch(2, uncertain=True)])
+    [sent] = transport.bulks()
+    assert b'"f-0"' not in sent and b'"f-1"' in sent
+    assert sink.metrics.documents_duplicate.total() == 1 and len(acked) == 1
+
+
 def test_a_refused_connection_is_retried_without_a_lookup():
     answers = iter([ConnectFailed("http://fake:9200", "connection refused")])
 

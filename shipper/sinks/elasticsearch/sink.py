@@ -195,7 +195,12 @@ class ElasticsearchSink:
         """Send `positions` of `work` until each one is accounted for."""
         attempt = 0
         while positions:
-            positions = await self._skip_indexed(work, positions)
+            unknown = await self._skip_indexed(work, positions)
+            if unknown is None:  # the lookup failed: never send uncertain documents blind
+                await self._pause(attempt)
+                attempt += 1
+                continue
+            positions = unknown
             if not positions:
                 return
             entries = work.batch.entries
@@ -232,8 +237,9 @@ class ElasticsearchSink:
                 await self._pause(attempt)
                 attempt += 1
 
-    async def _skip_indexed(self, work: Work, positions: list[int]) -> list[int]:
-        """Account for the uncertain documents among `positions` the target already holds."""
+    async def _skip_indexed(self, work: Work, positions: list[int]) -> list[int] | None:
+        """Account for the uncertain documents among `positions` the target already holds;
+        the rest, or None when the lookup failed (try again later)."""
         uncertain = [p for p in positions if p in work.uncertain]
         if not uncertain or not self.cfg.deterministic_ids:
             return positions
@@ -247,8 +253,7 @@ class ElasticsearchSink:
         except (TransportError, ApiError) as exc:
             self._failing()
             self._log_retry("looking up re-sent documents failed; retrying", exc)
-            await self._pause(0)
-            return positions
+            return None
         there = [p for p, i in ids.items() if i in found]
         self.metrics.documents_checked.inc(len(there), "found")
         self.metrics.documents_checked.inc(len(uncertain) - len(there), "absent")
