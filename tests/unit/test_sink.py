@@ -401,3 +401,24 @@ def test_the_daemon_imports_no_elasticsearch_client_stack():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_with_dated_indices_the_lookup_covers_every_index_of_the_pattern():
+    # A line without a runtime time is filed under the day it was read: after a restart
+    # on another day its re-send names another index, so only a lookup of all can tell.
+    searched: list[str] = []
+
+    def handler(method, path, body):
+        if path.endswith("/_refresh"):
+            return 200, b"{}"
+        if path.endswith("/_search"):
+            searched.append(path)
+            return 200, b'{"hits":{"hits":[{"_id":"f-0"}]}}'
+        return created(body)
+
+    _sink, transport, acked = run(
+        handler, [batch(2, uncertain=True)], config(index="logs-app-%Y.%m.%d")
+    )
+    assert searched == ["/logs-app-*.*.*/_search"]  # the template's pattern
+    [sent] = transport.bulks("/_bulk")
+    assert b'"f-0"' not in sent and len(acked) == 1
