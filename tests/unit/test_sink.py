@@ -78,6 +78,20 @@ def items(*statuses: int | str) -> tuple[int, bytes]:
     return 200, orjson.dumps({"errors": errors, "items": out})
 
 
+def lookup(
+    path: str, body: bytes, found: list[str], seen: list[tuple[str, bytes]] | None = None
+) -> tuple[int, bytes] | None:
+    """The answer to the uncertain-range lookup (refresh, then an ids search finding
+    `found`); None for any other request. Searches are recorded in `seen`."""
+    if path.endswith("/_refresh"):
+        return 200, b"{}"
+    if path.endswith("/_search"):
+        if seen is not None:
+            seen.append((path, body))
+        return 200, orjson.dumps({"hits": {"hits": [{"_id": i} for i in found]}})
+    return None
+
+
 def created(body: bytes) -> tuple[int, bytes]:
     return items(*([201] * (body.count(b"\n") // 2)))
 
@@ -185,18 +199,13 @@ def test_an_unexpected_error_resends_only_what_was_not_accounted_for():
 
 def test_a_timed_out_request_is_looked_up_in_the_whole_target_before_it_is_sent_again():
     answers = iter([RequestFailed("http://fake:9200", "no answer within 60s")])
-    searched: list[bytes] = []
+    searched: list[tuple[str, bytes]] = []
 
     def handler(method, path, body):
-        if path.endswith("/_refresh"):
-            return 200, b"{}"
-        if path.endswith("/_search"):
-            searched.append(body)
-            return 200, b'{"hits":{"hits":[{"_id":"f-0"},{"_id":"f-2"}]}}'
-        return next(answers, None) or created(body)
+        return lookup(path, body, ["f-0", "f-2"], searched) or next(answers, None) or created(body)
 
     sink, transport, acked = run(handler, [batch(3)])
-    [query] = searched
+    [(_, query)] = searched
     assert orjson.loads(query)["query"]["ids"]["values"] == ["f-0", "f-1", "f-2"]
     _first, again = transport.bulks()
     assert again.count(b"\n") == 2 and b'"f-1"' in again
@@ -212,11 +221,9 @@ def test_a_failed_lookup_is_tried_again_before_anything_is_sent():
     lookups = iter([(503, b'{"error":{"type":"unavailable_shards_exception"}}'), None])
 
     def handler(method, path, body):
-        if path.endswith("/_refresh"):
-            return 200, b"{}"
         if path.endswith("/_search"):
-            return next(lookups) or (200, b'{"hits":{"hits":[{"_id":"f-0"}]}}')
-        return created(body)
+            return next(lookups) or lookup(path, body, ["f-0"])
+        return lookup(path, body, []) or created(body)
 
     sink, transport, acked = run(handler, [batch(2, uncertain=True)])
     [sent] = transport.bulks()
@@ -237,11 +244,7 @@ def test_a_refused_connection_is_retried_without_a_lookup():
 
 def test_documents_of_the_uncertain_range_are_looked_up_before_their_first_request():
     def handler(method, path, body):
-        if path.endswith("/_refresh"):
-            return 200, b"{}"
-        if path.endswith("/_search"):
-            return 200, b'{"hits":{"hits":[{"_id":"f-0"},{"_id":"f-1"},{"_id":"f-2"}]}}'
-        return created(body)
+        return lookup(path, body, ["f-0", "f-1", "f-2"]) or created(body)
 
     sink, transport, acked = run(handler, [batch(3, uncertain=True), batch(2)])
     assert len(transport.bulks()) == 1  # the uncertain batch was all there; the other sent
@@ -406,19 +409,14 @@ def test_the_daemon_imports_no_elasticsearch_client_stack():
 def test_with_dated_indices_the_lookup_covers_every_index_of_the_pattern():
     # A line without a runtime time is filed under the day it was read: after a restart
     # on another day its re-send names another index, so only a lookup of all can tell.
-    searched: list[str] = []
+    searched: list[tuple[str, bytes]] = []
 
     def handler(method, path, body):
-        if path.endswith("/_refresh"):
-            return 200, b"{}"
-        if path.endswith("/_search"):
-            searched.append(path)
-            return 200, b'{"hits":{"hits":[{"_id":"f-0"}]}}'
-        return created(body)
+        return lookup(path, body, ["f-0"], searched) or created(body)
 
     _sink, transport, acked = run(
         handler, [batch(2, uncertain=True)], config(index="logs-app-%Y.%m.%d")
     )
-    assert searched == ["/logs-app-*.*.*/_search"]  # the template's pattern
+    assert [p for p, _ in searched] == ["/logs-app-*.*.*/_search"]  # the template's pattern
     [sent] = transport.bulks("/_bulk")
     assert b'"f-0"' not in sent and len(acked) == 1
