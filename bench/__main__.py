@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 import yaml
 
-from bench import loadgen
+from bench import loadgen, uncertain
 from bench.parse import run as parse_bench
 from shipper.observe import scrape
 from tests.harness.elasticsearch import ElasticsearchServer, free_port
@@ -369,7 +369,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="*",
-        default=["parse", "throughput", "elasticsearch", "memory", "delay", "storm"],
+        default=["parse", "throughput", "elasticsearch", "memory", "delay", "storm", "uncertain"],
     )
     parser.add_argument("--output", type=Path, default=ROOT / "docs/benchmarks.md")
     parser.add_argument("--work", type=Path, default=None)
@@ -416,7 +416,7 @@ def main() -> None:
             print(rows[-1], flush=True)
         results["throughput"] = rows
 
-    if "elasticsearch" in args.only or "delay" in args.only:
+    if {"elasticsearch", "delay", "uncertain"} & set(args.only):
         with elasticsearch() as es_url:
             if "elasticsearch" in args.only:
                 rows = []
@@ -428,6 +428,11 @@ def main() -> None:
             if "delay" in args.only:
                 results["delay"] = [delay(work, r, es_url, args.seconds) for r in (1_000, 10_000)]
                 print(results["delay"], flush=True)
+            if "uncertain" in args.only:
+                results["uncertain"] = uncertain.measure(
+                    work, es_url, run_once, config, lines=min(args.lines, 200_000)
+                )
+                print(results["uncertain"], flush=True)
 
     if "memory" in args.only:
         with endpoint() as url:
@@ -534,6 +539,26 @@ def report(r: dict[str, Any]) -> str:
             f"{row['peak_rss_mib']:.1f} |",
             "",
         ]
+    if "uncertain" in r:
+        u = r["uncertain"]
+        out += [
+            f"## A restart with {u['mib']} MiB in flight (real Elasticsearch)",
+            "",
+            'The committed offsets moved back by that much below the "sent up to" marks, as '
+            "after a SIGKILL: *lookup* checks every re-read document against the whole data "
+            "stream before writing (what shipper does); *409 only* sends them blind (right "
+            "only while no rollover happened); *none found*: into a data stream without them, "
+            "so everything is written after the lookup. CPU of shipper, wall of the whole run "
+            "(start-up included). `bench/uncertain.py`.",
+            "",
+            "| re-send | MiB re-read | CPU s | wall s |",
+            "|---|---:|---:|---:|",
+        ]
+        for label, row in u["rows"].items():
+            out.append(
+                f"| {label} | {row['resent_mib']:.1f} | {row['cpu_s']:.2f} | {row['wall_s']:.1f} |"
+            )
+        out.append("")
     return "\n".join(out) + "\n"
 
 

@@ -83,10 +83,20 @@ def _cards(run: str, marker: str) -> str:
     and an amount); the run as it was when none does."""
     ends = [i for i, ch in enumerate(run) if ch in " -"] + [len(run)]
     for end in reversed(ends):
-        digits = run[:end].replace(" ", "").replace("-", "")
-        if 13 <= len(digits) <= 19 and luhn(digits):
+        groups = run[:end].replace("-", " ").split(" ")
+        digits = "".join(groups)
+        if 13 <= len(digits) <= 19 and _printed_as_card(groups) and luhn(digits):
             return marker + run[end:]
     return run
+
+
+def _printed_as_card(groups: list[str]) -> bool:
+    """One run of digits, groups of four (the last one shorter), or the 4-6-5 and 4-6-4
+    groups of Amex and Diners cards: `5000 5597 9999 4 200` is a card and a number."""
+    sizes = [len(g) for g in groups]
+    if len(sizes) == 1 or sizes in ([4, 6, 5], [4, 6, 4]):
+        return True
+    return all(s == 4 for s in sizes[:-1]) and 1 <= sizes[-1] <= 4
 
 
 def _rule(name: str, source: str, anchors: tuple[str, ...] = (), **rest: Any) -> Rule:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything the demo and the tests need, on a fresh Debian machine; idempotent and quick
 # when already done. Downloads are cached in ${SHIPPER_CACHE:-~/.cache/shipper}.
-#   scripts/setup.sh            python environment + Elasticsearch test distributions
+#   scripts/setup.sh            python environment + Elasticsearch and OpenSearch test
+#                               distributions (and a Java for each)
 #   scripts/setup.sh --kube     ... + kube-apiserver and etcd built from source (tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,7 +48,7 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
-step "Elasticsearch test distributions"
+step "Elasticsearch and OpenSearch test distributions"
 .venv/bin/python -m tests.harness.elasticsearch provision
 
 if [ "$want_kube" = 1 ]; then

@@ -24,6 +24,7 @@ class Segment:
     remaining: int
     size: int
     oldest: float = 0.0
+    uncertain: bool = False  # documents that may be indexed already (CheckpointStore.resent)
 
 
 @dataclass(slots=True)
@@ -66,6 +67,10 @@ class AckTracker:
             self.store.commit(last.key, last.end)
             if not queue:
                 del self._queues[last.key]
+
+    def read_ends(self) -> dict[str, int]:
+        """Per file, the end of the last segment handed out (everything read so far)."""
+        return {key: queue[-1].end for key, queue in self._queues.items()}
 
     def pending(self, key: str) -> int:
         """Segments of `key` not yet committed."""

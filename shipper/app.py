@@ -66,6 +66,7 @@ def pipeline_options(cfg: Config, once: bool = False) -> PipelineOptions:
         checkpoint_interval=cfg.checkpoint.interval,
         shutdown_grace=cfg.shutdown.grace,
         once=once,
+        mark_sent=bool(cfg.elasticsearch.hosts) and cfg.elasticsearch.deterministic_ids,
     )
 
 

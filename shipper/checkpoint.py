@@ -6,6 +6,12 @@ directory) with a checksum, and the previous good copy is kept: a torn or corrup
 is detected on load and replaced by that copy, with a warning.
 
 Offsets are advanced by shipper.acks as the sink acknowledges what was read.
+
+Beside each committed offset the store keeps a "sent up to" mark: no document at or past
+it has been handed to the sink. It is written before a batch reaching past it is sent
+(`Pipeline._dispatch`), so after a restart the documents between the committed offset and
+the mark are the uncertain range: they may already be indexed (`resent`), and the sink
+looks them up before writing them again.
 """
 
 from __future__ import annotations
@@ -70,6 +76,12 @@ class CheckpointStore:
     scopes_seen: dict[str, float] = field(default_factory=dict)
     by_scope: dict[str, set[str]] = field(default_factory=dict)
     since: float = 0.0  # when the store was first written: 0.0 on the very first start
+    # "sent up to" marks: what this run may hand to the sink (`mark_sent`), what the last
+    # completed write holds (`sent_durable`), and what was loaded at start (`resent_until`)
+    sent: dict[str, int] = field(default_factory=dict)
+    sent_durable: dict[str, int] = field(default_factory=dict)
+    resent_until: dict[str, int] = field(default_factory=dict)
+    _sent_snapshot: dict[str, int] = field(default_factory=dict)
     dirty: bool = False
     last_save: float = 0.0
     recovered_from_previous: bool = False
@@ -160,6 +172,7 @@ class CheckpointStore:
             self.dirty = True
 
     def remove(self, key: str) -> None:
+        self.sent.pop(key, None)
         entry = self.files.pop(key, None)
         if entry is not None:
             keys = self.by_scope.get(entry.scope)
@@ -168,6 +181,25 @@ class CheckpointStore:
                 if not keys:
                     del self.by_scope[entry.scope]
             self.dirty = True
+
+    # ---- the uncertain range -------------------------------------------------------------
+
+    def resent(self, key: str, offset: int) -> bool:
+        """The document at `offset` may have been indexed before this run started."""
+        return offset < self.resent_until.get(key, 0)
+
+    def unmarked(self, ends: list[tuple[str, int]]) -> bool:
+        """Some (key, end) reaches past the durable "sent up to" mark of its file."""
+        durable = self.sent_durable
+        return any(end > durable.get(key, 0) for key, end in ends)
+
+    def mark_sent(self, ends: dict[str, int]) -> None:
+        """Raise the "sent up to" marks (written by the next save)."""
+        sent = self.sent
+        for key, end in ends.items():
+            if end > sent.get(key, 0):
+                sent[key] = end
+                self.dirty = True
 
     def horizon(self, scope: str) -> str | None:
         return self.horizons.get(scope)
@@ -214,6 +246,7 @@ class CheckpointStore:
                     for s, h in self.horizons.items()
                 },
                 "since": round(self.since, 3),
+                "sent": dict(self.sent),
             },
             option=orjson.OPT_SORT_KEYS,
         )
@@ -225,6 +258,7 @@ class CheckpointStore:
             }
         )
         self.dirty = False
+        self._sent_snapshot = dict(self.sent)
         return header + b"\n" + body + b"\n"
 
     def write(self, data: bytes) -> None:
@@ -250,6 +284,7 @@ class CheckpointStore:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+        self.sent_durable = self._sent_snapshot
         self.last_save = time.time()
 
     def save(self) -> None:
@@ -307,7 +342,9 @@ class CheckpointStore:
         files = {k: _entry(k, v) for k, v in data["files"].items()}
         horizons = {str(k): str(v["horizon"]) for k, v in data["horizons"].items()}
         seen = {str(k): float(v["seen"]) for k, v in data["horizons"].items()}
+        sent = {str(k): int(v) for k, v in data.get("sent", {}).items()}  # absent before marks
         self.files, self.horizons, self.scopes_seen = files, horizons, seen
+        self.sent, self.resent_until, self.sent_durable = dict(sent), dict(sent), dict(sent)
         self.since = float(data.get("since", 0.0)) or 1.0  # older stores: started long ago
         self.by_scope = {}
         for key, entry in files.items():
@@ -340,6 +377,7 @@ class CheckpointWriter:
         self.store = store
         self.interval = interval
         self._stop = asyncio.Event()
+        self._lock = asyncio.Lock()  # one write at a time: they share a temporary file
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -352,16 +390,23 @@ class CheckpointWriter:
             if self.store.dirty:
                 await self._write(background=True)
 
+    async def write_now(self) -> None:
+        """Write the store now and return once it is on disk (the "sent up to" marks must
+        be durable before what they cover is sent). A write that fails is logged: delivery
+        goes on, the exactly-once guarantee is weaker for that batch."""
+        await self._write(background=True)
+
     async def _write(self, background: bool) -> None:
-        data = self.store.snapshot()
-        try:
-            if background:
-                await asyncio.to_thread(self.store.write, data)
-            else:
-                self.store.write(data)
-        except OSError as exc:
-            self.store.dirty = True
-            log.error("cannot write checkpoints", extra={"error": str(exc)})
+        async with self._lock:
+            data = self.store.snapshot()
+            try:
+                if background:
+                    await asyncio.to_thread(self.store.write, data)
+                else:
+                    self.store.write(data)
+            except OSError as exc:
+                self.store.dirty = True
+                log.error("cannot write checkpoints", extra={"error": str(exc)})
 
     async def stop(self) -> None:
         """Finish a write in progress, then write what is committed now."""

@@ -132,6 +132,18 @@ class Metrics:
             "shipper_checkpoint_age_seconds", "Seconds since checkpoints were last written."
         )
         self.up = g("shipper_sink_up", "1 when the sink is reachable and ready.")
+        self.sink_blocked = g(
+            "shipper_sink_blocked",
+            "1 while the last write was refused by a cluster block (write block, flood stage).",
+        )
+        self.sink_hosts_up = g(
+            "shipper_sink_hosts_up", "Configured sink hosts not currently skipped as dead."
+        )
+        self.documents_checked = c(
+            "shipper_documents_checked_total",
+            "Re-sent documents looked up in the whole target first (result: found, absent).",
+            ("result",),
+        )
         self.delay = Histogram(
             "shipper_delivery_delay_seconds",
             "Delay from a line's timestamp to its acknowledgement.",
@@ -326,16 +338,5 @@ def setup_logging(level: str = "info", fmt: str = "json") -> None:
     root.setLevel(level.upper())
     # Client libraries log request details (URLs, sometimes headers) at DEBUG; keep them
     # at WARNING so no credential can reach the log whatever shipper's own level is.
-    for noisy in (
-        "elastic_transport",
-        "elasticsearch",
-        "urllib3",
-        "kubernetes",
-        "watchdog",
-        "aiohttp",
-        "asyncio",
-    ):
+    for noisy in ("urllib3", "kubernetes", "watchdog", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    # The client's connection pool warns on every failed attempt; shipper logs its own
-    # retries (rate-limited, with the document count), so these would only be noise.
-    logging.getLogger("elastic_transport.node_pool").setLevel(logging.ERROR)

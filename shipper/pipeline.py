@@ -68,6 +68,9 @@ class PipelineOptions:
     checkpoint_interval: float = 1.0
     shutdown_grace: float = 20.0
     once: bool = False
+    # Persist "sent up to" marks before sending past them (exactly once across restarts
+    # and rollovers; the Elasticsearch sink with deterministic ids turns it on).
+    mark_sent: bool = False
     # `shipper tail` filters
     file_filter: Callable[[FileCursor], bool] | None = None
     line_filter: re.Pattern[bytes] | None = None
@@ -339,6 +342,7 @@ class Pipeline:
         segment = self.tracker.open(key, end, docs, size)
         if docs:
             segment.oldest = epoch_seconds(events[0].time)
+            segment.uncertain = self.store.resent(key, events[0].offset)
             self.batches.add(segment, entries, size)
             self.metrics.events.inc(docs)
             if not handle.resolved:
@@ -359,7 +363,20 @@ class Pipeline:
     async def _dispatch(self) -> None:
         batch = self.take_batch()
         if batch.parts:
+            if self._needs_sent_marks(batch):
+                # Everything read so far is marked as possibly sent, durably, before any of
+                # it is: one write covers every batch already encoded.
+                self.store.mark_sent(self.tracker.read_ends())
+                await self.writer.write_now()
             await self.sink.send(batch)
+
+    def _needs_sent_marks(self, batch: Batch) -> bool:
+        """The batch reaches past a file's durable "sent up to" mark."""
+        return (
+            self.options.mark_sent
+            and self.store.directory is not None
+            and self.store.unmarked([(seg.key, seg.end) for seg, _, _ in batch.parts])
+        )
 
     async def _dispatch_all(self) -> None:
         while self.batches.pending():

@@ -446,6 +446,8 @@ def seqs(client: EsTestClient, index: str, field: str = "message") -> list[int]:
     """
     client.refresh(index)
     status, pit = client.request("POST", f"/{index}/_pit?keep_alive=2m")
+    if status in (400, 404, 405):  # OpenSearch: its PIT API differs; a scroll does the same
+        return _scroll_seqs(client, index, field)
     assert status == 200, pit
     pit_id = pit["id"]
     out: list[int] = []
@@ -467,14 +469,36 @@ def seqs(client: EsTestClient, index: str, field: str = "message") -> list[int]:
             if not hits:
                 return out
             pit_id = result.get("pit_id", pit_id)
-            for hit in hits:
-                value = hit["_source"]
-                for part in field.split("."):
-                    value = value[part]
-                out.append(int(str(value).split()[-1]))
+            out += [_value(hit["_source"], field) for hit in hits]
             after = hits[-1]["sort"]
     finally:
         client.request("DELETE", "/_pit", {"id": pit_id})
+
+
+def _value(source: dict[str, Any], field: str) -> int:
+    value: Any = source
+    for part in field.split("."):
+        value = value[part]
+    return int(str(value).split()[-1])
+
+
+def _scroll_seqs(client: EsTestClient, index: str, field: str) -> list[int]:
+    body = {"size": 10_000, "sort": ["_doc"], "_source": [field]}
+    status, result = client.request("POST", f"/{index}/_search?scroll=2m", body)
+    assert status == 200, result
+    out: list[int] = []
+    scroll_id = result.get("_scroll_id")
+    try:
+        while result["hits"]["hits"]:
+            out += [_value(hit["_source"], field) for hit in result["hits"]["hits"]]
+            status, result = client.request(
+                "POST", "/_search/scroll", {"scroll": "2m", "scroll_id": scroll_id}
+            )
+            assert status == 200, result
+            scroll_id = result.get("_scroll_id", scroll_id)
+        return out
+    finally:
+        client.request("DELETE", "/_search/scroll", {"scroll_id": scroll_id})
 
 
 def assert_exactly_once(got: list[int], expected: list[int] | range) -> None:

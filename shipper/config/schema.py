@@ -170,7 +170,16 @@ class Elasticsearch:
     bulk: Bulk = section(Bulk, "bulk requests")
     retry: Retry = section(Retry, "retries of failed requests and documents")
     deterministic_ids: bool = key(
-        True, "ids from file and offset: no duplicates after a crash", "bool"
+        True,
+        "ids from file and offset: exactly once across crashes, retries and rollovers; false "
+        "for targets that refuse client ids (Amazon OpenSearch Serverless): at least once",
+        "bool",
+    )
+    unready_after: float = key(
+        30.0,
+        "/readyz fails once the sink has been unreachable or refusing writes this long",
+        "duration",
+        min=0,
     )
     install_template: bool = key(True, "install the index template at start", "bool")
     ilm_policy: str = key(

