@@ -15,9 +15,10 @@ from typing import BinaryIO
 from parsers.decoder import DecoderOptions
 from shipper.checkpoint import CheckpointStore
 from shipper.config import Config, multiline_rule, validate
+from shipper.files import MetadataSource
 from shipper.kube.fragment import FileNameMetadata
 from shipper.observe import Metrics, MonitorServer
-from shipper.pipeline import MetadataSource, Pipeline, PipelineOptions
+from shipper.pipeline import Pipeline, PipelineOptions
 from shipper.sinks.base import Batch, Sink
 from shipper.sinks.stdout import StreamSink
 from shipper.tail.options import TailOptions

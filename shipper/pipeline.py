@@ -14,27 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
-from parsers.decoder import DecoderOptions, FileDecoder
-from parsers.events import LogEvent
-from parsers.filename import ContainerRef
-from parsers.multiline import BUILTIN as MULTILINE_RULES
+from parsers.decoder import DecoderOptions
 from shipper.acks import AckTracker
 from shipper.batching import Batcher
 from shipper.checkpoint import CheckpointStore, CheckpointWriter
-from shipper.document import DocumentEncoder, EncodeStats, epoch_seconds, utc_now_rfc3339
-from shipper.kube.fragment import MetadataHandle
+from shipper.files import FileStage, MetadataSource
 from shipper.observe import Metrics
 from shipper.sinks.base import Batch, Sink
 from shipper.tail.fs import REAL, FileSystem
-from shipper.tail.items import Finished, Item, Restarted
 from shipper.tail.options import TailOptions
 from shipper.tail.reader import Chunk, FileCursor
 from shipper.tail.tailer import Tailer
@@ -42,18 +35,6 @@ from shipper.tail.tailer import Tailer
 WAKE_INTERVAL = 0.05  # seconds between read passes when data trickles in
 
 log = logging.getLogger(__name__)
-
-
-class MetadataSource(Protocol):
-    def handle(self, ref: ContainerRef | None, now: float) -> MetadataHandle: ...
-
-    def refresh(self, now: float) -> None: ...
-
-    def release(self, ref: ContainerRef | None, handle: MetadataHandle) -> None:
-        """A file that used `handle` ended."""
-        ...
-
-    def stop(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,18 +55,6 @@ class PipelineOptions:
     # `shipper tail` filters
     file_filter: Callable[[FileCursor], bool] | None = None
     line_filter: re.Pattern[bytes] | None = None
-
-
-@dataclass(slots=True)
-class FileContext:
-    """The pipeline's state for one file."""
-
-    decoder: FileDecoder
-    encoder: DocumentEncoder
-    handle: MetadataHandle
-    version: int
-    skip: bool = False
-    waiting: list[Chunk] = field(default_factory=list)
 
 
 class Pipeline:
@@ -113,9 +82,18 @@ class Pipeline:
             options.batch_max_docs, options.batch_max_bytes, options.batch_max_delay, clock
         )
         self.writer = CheckpointWriter(store, options.checkpoint_interval)
-        self._contexts: dict[FileCursor, FileContext] = {}
-        self._holding: set[FileCursor] = set()  # files whose decoder holds an event
-        self._waiting: set[FileCursor] = set()  # files whose lines wait for metadata
+        self.files = FileStage(
+            options.decoder,
+            metadata,
+            self.sink.encoder,
+            self.tracker,
+            self.batches,
+            store,
+            self.metrics,
+            clock,
+            options.file_filter,
+            options.line_filter,
+        )
         self._stopping = False
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -123,9 +101,7 @@ class Pipeline:
         self._next_housekeeping = 0.0
         self._last_wake = 0.0
         self._next_expire = 0.0
-        self.decoder_dropped = 0  # bytes cut by decoders (size caps, multiline joiner)
         self.finished_once = False
-        self.encode_stats = EncodeStats()
 
     # ---- control ---------------------------------------------------------------------
 
@@ -191,7 +167,7 @@ class Pipeline:
         room = self.room()
         items = self.tailer.read(min(self.options.read_bytes, room) if room > 0 else 0)
         if items:
-            self._process(items, now)
+            self.files.process(items, now)
         return sum(1 for item in items if type(item) is Chunk)
 
     def batch_due(self, now: float) -> bool:
@@ -231,132 +207,6 @@ class Pipeline:
                 await asyncio.wait_for(self._wake.wait(), timeout)
         self._wake.clear()
         self._last_wake = time.monotonic()
-
-    # ---- the path of a chunk -----------------------------------------------------------
-
-    def _context(self, cursor: FileCursor) -> FileContext:
-        """A file's decoder and encoder, made when its first chunk arrives."""
-        ctx = self._contexts.get(cursor)
-        if ctx is not None:
-            return ctx
-        handle = self.metadata.handle(cursor.ref, self.clock())
-        encoder = self.sink.encoder(cursor.path, handle.fragment, cursor.id_prefix)
-        encoder.stats = self.encode_stats
-        encoder.parse_json = handle.parser == "json"
-        ctx = FileContext(FileDecoder(self.options.decoder), encoder, handle, handle.version)
-        self._apply_multiline_hint(ctx)
-        if self.options.file_filter is not None and not self.options.file_filter(cursor):
-            ctx.skip = True
-        self._contexts[cursor] = ctx
-        return ctx
-
-    def _apply_multiline_hint(self, ctx: FileContext) -> None:
-        """A pod's shipper.io/multiline hint, possibly known only after the file opened."""
-        rule = MULTILINE_RULES.get(ctx.handle.multiline)
-        options = ctx.decoder.options
-        if rule is not None and options.multiline is not rule:
-            ctx.decoder.options = dataclasses.replace(options, multiline=rule)
-
-    def _process(self, items: list[Item], now: float) -> None:
-        now_ts = utc_now_rfc3339()
-        for item in items:
-            if type(item) is Chunk:
-                ctx = self._context(item.cursor)
-                handle = ctx.handle
-                if ctx.waiting or (not handle.resolved and now < handle.wait_until):
-                    ctx.waiting.append(item)
-                    self._waiting.add(item.cursor)
-                    continue
-                self._chunk(item, ctx, now, now_ts)
-                continue
-            cursor = item.cursor
-            ctx = self._contexts.get(cursor)
-            if ctx is None:
-                continue  # nothing was read from it
-            self._release_waiting(cursor, ctx, now, now_ts)
-            if type(item) is Restarted:
-                events = self._flush(ctx, ctx.decoder.flush_all(now))
-                self._emit(ctx, events, item.end, item.key, item.id_prefix, now_ts)
-            elif type(item) is Finished:
-                if cursor.key:  # else its text was handed on by Restarted
-                    events = self._flush(ctx, ctx.decoder.flush_all(now))
-                    self._emit(ctx, events, cursor.offset, cursor.key, cursor.id_prefix, now_ts)
-                self._holding.discard(cursor)
-                self.metadata.release(cursor.ref, ctx.handle)
-                del self._contexts[cursor]
-
-    def _flush(self, ctx: FileContext, events: list[LogEvent]) -> list[LogEvent]:
-        self.decoder_dropped += ctx.decoder.take_dropped()
-        return events
-
-    def _chunk(self, chunk: Chunk, ctx: FileContext, now: float, now_ts: bytes) -> None:
-        decoder = ctx.decoder
-        if chunk.long:
-            events = decoder.feed_long_line(chunk.offset, chunk.data, now)
-            self.metrics.lines_read.inc(1)
-        else:
-            events = decoder.feed(chunk.offset, chunk.data, now)
-            self.metrics.lines_read.inc(chunk.data.count(b"\n"))
-        if decoder.dropped_bytes:
-            self.decoder_dropped += decoder.take_dropped()
-        self.metrics.bytes_read.inc(len(chunk.data))
-        pending = decoder.pending_start()
-        cursor = chunk.cursor
-        if pending is None:
-            end = chunk.end
-            self._holding.discard(cursor)
-        else:
-            end = min(pending, chunk.end)
-            self._holding.add(cursor)
-        self._emit(ctx, events, end, chunk.key, chunk.id_prefix, now_ts)
-
-    def _emit(
-        self,
-        ctx: FileContext,
-        events: list[LogEvent],
-        end: int,
-        key: str,
-        id_prefix: bytes,
-        now_ts: bytes,
-    ) -> None:
-        encoder = ctx.encoder
-        handle = ctx.handle
-        if handle.version != ctx.version:
-            encoder.set_metadata(handle.fragment)
-            ctx.version = handle.version
-            encoder.parse_json = handle.parser == "json"
-            self._apply_multiline_hint(ctx)
-        if encoder.id_prefix is not None and encoder.id_prefix != id_prefix:
-            encoder.id_prefix = id_prefix
-        if ctx.skip:
-            events = []
-        elif handle.excluded:
-            self.metrics.excluded.inc(len(events))
-            events = []
-        elif self.options.line_filter is not None:
-            search = self.options.line_filter.search
-            events = [e for e in events if search(e.message)]
-        entries: list[bytes] = []
-        size = encoder.encode(events, now_ts, entries)
-        docs = len(entries)
-        segment = self.tracker.open(key, end, docs, size)
-        if docs:
-            segment.oldest = epoch_seconds(events[0].time)
-            segment.uncertain = self.store.resent(key, events[0].offset)
-            self.batches.add(segment, entries, size)
-            self.metrics.events.inc(docs)
-            if not handle.resolved:
-                self.metrics.metadata_missing.inc(docs)
-
-    def _release_waiting(
-        self, cursor: FileCursor, ctx: FileContext, now: float, now_ts: bytes
-    ) -> None:
-        if not ctx.waiting:
-            return
-        waiting, ctx.waiting = ctx.waiting, []
-        self._waiting.discard(cursor)
-        for chunk in waiting:
-            self._chunk(chunk, ctx, now, now_ts)
 
     # ---- delivery ------------------------------------------------------------------------
 
@@ -400,28 +250,7 @@ class Pipeline:
     def tick(self, now: float) -> None:
         """Periodic work: expired partial and multiline events, waits for metadata."""
         self._next_housekeeping = now + 0.25
-        now_ts = utc_now_rfc3339()
-        for cursor in list(self._holding):
-            ctx = self._contexts.get(cursor)
-            if ctx is None:
-                self._holding.discard(cursor)
-                continue
-            if ctx.waiting:
-                continue
-            events = self._flush(ctx, ctx.decoder.flush_expired(now))
-            if events:
-                pending = ctx.decoder.pending_start()
-                end = cursor.offset if pending is None else min(pending, cursor.offset)
-                if pending is None:
-                    self._holding.discard(cursor)
-                self._emit(ctx, events, end, cursor.key, cursor.id_prefix, now_ts)
-        self.metadata.refresh(now)
-        for cursor in list(self._waiting):
-            ctx = self._contexts.get(cursor)
-            if ctx is None:
-                self._waiting.discard(cursor)
-            elif ctx.handle.resolved or now >= ctx.handle.wait_until:
-                self._release_waiting(cursor, ctx, now, now_ts)
+        self.files.tick(now)
         if now >= self._next_expire:
             self._next_expire = now + 3600
             self.store.expire(time.time())
@@ -446,26 +275,23 @@ class Pipeline:
         stats = self.tailer.stats
         m.rotations.set_total(stats.rotations)
         m.truncations.set_total(stats.truncations)
-        m.bytes_truncated.set_total(stats.truncated_bytes + self.decoder_dropped)
+        m.bytes_truncated.set_total(stats.truncated_bytes + self.files.decoder_dropped)
         for reason, nbytes in stats.given_up_bytes.items():
             m.bytes_given_up.set_total(nbytes, reason)
-        for flag, count in self.encode_stats.flags.items():
+        for flag, count in self.files.encode_stats.flags.items():
             m.events_flagged.set_total(count, flag)
         m.up.set(1.0 if self.sink.ready() else 0.0)
 
     # ---- ending ----------------------------------------------------------------------------
 
     def _once_complete(self) -> bool:
-        if self._waiting:
+        if self.files.waiting:
             return False
         return self.tailer.all_read()
 
     def finish_once(self, now: float) -> None:
         """--once: every file is read to its end; ship what decoders hold, then stop."""
-        now_ts = utc_now_rfc3339()
-        for cursor, ctx in list(self._contexts.items()):
-            events = self._flush(ctx, ctx.decoder.flush_all(now))
-            self._emit(ctx, events, cursor.offset, cursor.key, cursor.id_prefix, now_ts)
+        self.files.flush_all(now)
         self.finished_once = True
 
     async def _shutdown(self) -> None:

@@ -1,0 +1,243 @@
+"""The per-file stage of the path of a line: decode, enrich, encode.
+
+Each followed file has a context (its decoder, its encoder, its metadata handle), made
+when its first chunk arrives and dropped when the file ends; the contexts live in a map
+kept here, owned by the pipeline. Chunks of a pod whose metadata is not known yet wait
+(bounded by `kubernetes.wait_for_metadata`); decoders holding an unfinished partial or
+multiline event are flushed when it expires. Every chunk becomes a segment of the
+acknowledgement tracker (its documents, maybe none) and its documents go into batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from parsers.decoder import DecoderOptions, FileDecoder
+from parsers.events import LogEvent
+from parsers.filename import ContainerRef
+from parsers.multiline import BUILTIN as MULTILINE_RULES
+from shipper.acks import AckTracker
+from shipper.batching import Batcher
+from shipper.checkpoint import CheckpointStore
+from shipper.document import DocumentEncoder, EncodeStats, epoch_seconds, utc_now_rfc3339
+from shipper.kube.fragment import MetadataHandle
+from shipper.observe import Metrics
+from shipper.tail.items import Finished, Item, Restarted
+from shipper.tail.reader import Chunk, FileCursor
+
+
+class MetadataSource(Protocol):
+    def handle(self, ref: ContainerRef | None, now: float) -> MetadataHandle: ...
+
+    def refresh(self, now: float) -> None: ...
+
+    def release(self, ref: ContainerRef | None, handle: MetadataHandle) -> None:
+        """A file that used `handle` ended."""
+        ...
+
+    def stop(self) -> None: ...
+
+
+EncoderFactory = Callable[[str, bytes, bytes], DocumentEncoder]  # path, metadata, id prefix
+
+
+@dataclass(slots=True)
+class FileContext:
+    """The state of one file in this stage."""
+
+    decoder: FileDecoder
+    encoder: DocumentEncoder
+    handle: MetadataHandle
+    version: int
+    skip: bool = False
+    waiting: list[Chunk] = field(default_factory=list)
+
+
+class FileStage:
+    def __init__(
+        self,
+        decoder_options: DecoderOptions,
+        metadata: MetadataSource,
+        make_encoder: EncoderFactory,
+        tracker: AckTracker,
+        batches: Batcher,
+        store: CheckpointStore,
+        metrics: Metrics,
+        clock: Callable[[], float],
+        file_filter: Callable[[FileCursor], bool] | None = None,
+        line_filter: re.Pattern[bytes] | None = None,
+    ) -> None:
+        self.decoder_options = decoder_options
+        self.metadata = metadata
+        self.make_encoder = make_encoder
+        self.tracker, self.batches, self.store = tracker, batches, store
+        self.metrics = metrics
+        self.clock = clock
+        self.file_filter, self.line_filter = file_filter, line_filter
+        self.contexts: dict[FileCursor, FileContext] = {}
+        self.holding: set[FileCursor] = set()  # files whose decoder holds an event
+        self.waiting: set[FileCursor] = set()  # files whose lines wait for metadata
+        self.decoder_dropped = 0  # bytes cut by decoders (size caps, multiline joiner)
+        self.encode_stats = EncodeStats()
+
+    def _context(self, cursor: FileCursor) -> FileContext:
+        """A file's decoder and encoder, made when its first chunk arrives."""
+        ctx = self.contexts.get(cursor)
+        if ctx is not None:
+            return ctx
+        handle = self.metadata.handle(cursor.ref, self.clock())
+        encoder = self.make_encoder(cursor.path, handle.fragment, cursor.id_prefix)
+        encoder.stats = self.encode_stats
+        encoder.parse_json = handle.parser == "json"
+        ctx = FileContext(FileDecoder(self.decoder_options), encoder, handle, handle.version)
+        self._apply_multiline_hint(ctx)
+        if self.file_filter is not None and not self.file_filter(cursor):
+            ctx.skip = True
+        self.contexts[cursor] = ctx
+        return ctx
+
+    def _apply_multiline_hint(self, ctx: FileContext) -> None:
+        """A pod's shipper.io/multiline hint, possibly known only after the file opened."""
+        rule = MULTILINE_RULES.get(ctx.handle.multiline)
+        options = ctx.decoder.options
+        if rule is not None and options.multiline is not rule:
+            ctx.decoder.options = dataclasses.replace(options, multiline=rule)
+
+    def process(self, items: list[Item], now: float) -> None:
+        """Decode, enrich and encode a pass of items into segments and batches."""
+        now_ts = utc_now_rfc3339()
+        for item in items:
+            if type(item) is Chunk:
+                ctx = self._context(item.cursor)
+                handle = ctx.handle
+                if ctx.waiting or (not handle.resolved and now < handle.wait_until):
+                    ctx.waiting.append(item)
+                    self.waiting.add(item.cursor)
+                    continue
+                self._chunk(item, ctx, now, now_ts)
+                continue
+            cursor = item.cursor
+            ctx = self.contexts.get(cursor)
+            if ctx is None:
+                continue  # nothing was read from it
+            self._release_waiting(cursor, ctx, now, now_ts)
+            if type(item) is Restarted:
+                events = self._flush(ctx, ctx.decoder.flush_all(now))
+                self._emit(ctx, events, item.end, item.key, item.id_prefix, now_ts)
+            elif type(item) is Finished:
+                if cursor.key:  # else its text was handed on by Restarted
+                    events = self._flush(ctx, ctx.decoder.flush_all(now))
+                    self._emit(ctx, events, cursor.offset, cursor.key, cursor.id_prefix, now_ts)
+                self.holding.discard(cursor)
+                self.metadata.release(cursor.ref, ctx.handle)
+                del self.contexts[cursor]
+
+    def _flush(self, ctx: FileContext, events: list[LogEvent]) -> list[LogEvent]:
+        self.decoder_dropped += ctx.decoder.take_dropped()
+        return events
+
+    def _chunk(self, chunk: Chunk, ctx: FileContext, now: float, now_ts: bytes) -> None:
+        decoder = ctx.decoder
+        if chunk.long:
+            events = decoder.feed_long_line(chunk.offset, chunk.data, now)
+            self.metrics.lines_read.inc(1)
+        else:
+            events = decoder.feed(chunk.offset, chunk.data, now)
+            self.metrics.lines_read.inc(chunk.data.count(b"\n"))
+        if decoder.dropped_bytes:
+            self.decoder_dropped += decoder.take_dropped()
+        self.metrics.bytes_read.inc(len(chunk.data))
+        pending = decoder.pending_start()
+        cursor = chunk.cursor
+        if pending is None:
+            end = chunk.end
+            self.holding.discard(cursor)
+        else:
+            end = min(pending, chunk.end)
+            self.holding.add(cursor)
+        self._emit(ctx, events, end, chunk.key, chunk.id_prefix, now_ts)
+
+    def _emit(
+        self,
+        ctx: FileContext,
+        events: list[LogEvent],
+        end: int,
+        key: str,
+        id_prefix: bytes,
+        now_ts: bytes,
+    ) -> None:
+        encoder = ctx.encoder
+        handle = ctx.handle
+        if handle.version != ctx.version:
+            encoder.set_metadata(handle.fragment)
+            ctx.version = handle.version
+            encoder.parse_json = handle.parser == "json"
+            self._apply_multiline_hint(ctx)
+        if encoder.id_prefix is not None and encoder.id_prefix != id_prefix:
+            encoder.id_prefix = id_prefix
+        if ctx.skip:
+            events = []
+        elif handle.excluded:
+            self.metrics.excluded.inc(len(events))
+            events = []
+        elif self.line_filter is not None:
+            search = self.line_filter.search
+            events = [e for e in events if search(e.message)]
+        entries: list[bytes] = []
+        size = encoder.encode(events, now_ts, entries)
+        docs = len(entries)
+        segment = self.tracker.open(key, end, docs, size)
+        if docs:
+            segment.oldest = epoch_seconds(events[0].time)
+            segment.uncertain = self.store.resent(key, events[0].offset)
+            self.batches.add(segment, entries, size)
+            self.metrics.events.inc(docs)
+            if not handle.resolved:
+                self.metrics.metadata_missing.inc(docs)
+
+    def _release_waiting(
+        self, cursor: FileCursor, ctx: FileContext, now: float, now_ts: bytes
+    ) -> None:
+        if not ctx.waiting:
+            return
+        waiting, ctx.waiting = ctx.waiting, []
+        self.waiting.discard(cursor)
+        for chunk in waiting:
+            self._chunk(chunk, ctx, now, now_ts)
+
+    def tick(self, now: float) -> None:
+        """Expired partial and multiline events; lines waiting for metadata that came (or
+        waited long enough)."""
+        now_ts = utc_now_rfc3339()
+        for cursor in list(self.holding):
+            ctx = self.contexts.get(cursor)
+            if ctx is None:
+                self.holding.discard(cursor)
+                continue
+            if ctx.waiting:
+                continue
+            events = self._flush(ctx, ctx.decoder.flush_expired(now))
+            if events:
+                pending = ctx.decoder.pending_start()
+                end = cursor.offset if pending is None else min(pending, cursor.offset)
+                if pending is None:
+                    self.holding.discard(cursor)
+                self._emit(ctx, events, end, cursor.key, cursor.id_prefix, now_ts)
+        self.metadata.refresh(now)
+        for cursor in list(self.waiting):
+            ctx = self.contexts.get(cursor)
+            if ctx is None:
+                self.waiting.discard(cursor)
+            elif ctx.handle.resolved or now >= ctx.handle.wait_until:
+                self._release_waiting(cursor, ctx, now, now_ts)
+
+    def flush_all(self, now: float) -> None:
+        """--once: every file is read to its end; ship what decoders hold."""
+        now_ts = utc_now_rfc3339()
+        for cursor, ctx in list(self.contexts.items()):
+            events = self._flush(ctx, ctx.decoder.flush_all(now))
+            self._emit(ctx, events, cursor.offset, cursor.key, cursor.id_prefix, now_ts)
