@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 import yaml
 
-from bench import loadgen, uncertain
+from bench import loadgen, uncertain, workers
 from bench.parse import run as parse_bench
 from shipper.observe import scrape
 from tests.harness.elasticsearch import ElasticsearchServer, free_port
@@ -369,7 +369,16 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="*",
-        default=["parse", "throughput", "elasticsearch", "memory", "delay", "storm", "uncertain"],
+        default=[
+            "parse",
+            "throughput",
+            "workers",
+            "elasticsearch",
+            "memory",
+            "delay",
+            "storm",
+            "uncertain",
+        ],
     )
     parser.add_argument("--output", type=Path, default=ROOT / "docs/benchmarks.md")
     parser.add_argument("--work", type=Path, default=None)
@@ -415,6 +424,12 @@ def main() -> None:
             rows.append(floor(made, root, url))
             print(rows[-1], flush=True)
         results["throughput"] = rows
+
+    if "workers" in args.only:
+        with endpoint() as url:
+            root, made = tree("mixed")
+            results["workers"] = workers.measure(work, made, root, url, run_once, config)
+        print(results["workers"], flush=True)
 
     if {"elasticsearch", "delay", "uncertain"} & set(args.only):
         with elasticsearch() as es_url:
@@ -497,6 +512,8 @@ def report(r: dict[str, Any]) -> str:
                 f"{row['wall_s']:.1f} | {row['peak_rss_mib']:.0f} |"
             )
         out.append("")
+    if "workers" in r:
+        out += workers.report(r["workers"])
     if "memory" in r:
         out += [
             "## Memory and idle cost",

@@ -6,6 +6,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import orjson
+
 from parsers.events import NO_FLAGS, PARSE_ERROR, PARTIAL, TRUNCATED, LogEvent
 from parsers.lines import STDERR, STDOUT, Parsed, parse_cri, parse_docker
 from parsers.multiline import MultilineJoiner, MultilineRule
@@ -62,10 +64,24 @@ class FileDecoder:
         cap = self.options.max_event_bytes
         plain = self.options.multiline is None
         partials = self._partials
-        if self._parse is parse_cri and plain and not partials:
-            fast = _cri_block(offset, data, cap)
+        if plain and not partials:
+            parse = self._parse
+            fast = (
+                _cri_block(offset, data, cap)
+                if parse is parse_cri
+                else _docker_block(offset, data, cap)
+                if parse is parse_docker
+                else None
+            )
             if fast is not None:
                 return fast
+        return self.feed_lines(offset, data, now)
+
+    def feed_lines(self, offset: int, data: bytes, now: float) -> list[LogEvent]:
+        """`feed` one line at a time (the path of any line the block fast paths refuse)."""
+        cap = self.options.max_event_bytes
+        plain = self.options.multiline is None
+        partials = self._partials
         out: list[LogEvent] = []
         lines = data.split(b"\n")
         lines.pop()  # the empty remainder after the last newline
@@ -244,4 +260,51 @@ def _cri_block(offset: int, data: bytes, cap: int) -> list[LogEvent] | None:
             return None
         append(LogEvent(time, streams[stream], message, pos))
         pos += len(time) + len(stream) + size + 5  # "<time> <stream> F <message>\n"
+    return out
+
+
+_DOCKER_STREAM = {"stdout": STDOUT, "stderr": STDERR}
+# Every time of a block checked at once: UTC times as normalize_time leaves them, one a line.
+_UTC_TIMES = re.compile(rb"(?:\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z\n)*").fullmatch
+
+
+def _docker_block(offset: int, data: bytes, cap: int) -> list[LogEvent] | None:
+    """Events for a block of only common docker json-file records (a final line each, UTC
+    time, stdout or stderr), or None to take the per-line path. Per line, only the JSON
+    parse and the two fields; the times of the whole block are checked in one pass."""
+    lines = data.split(b"\n")
+    lines.pop()  # the empty remainder after the last newline
+    loads = orjson.loads
+    streams = _DOCKER_STREAM
+    out: list[LogEvent] = []
+    append = out.append
+    times: list[bytes] = []
+    add_time = times.append
+    pos = offset
+    try:
+        for line in lines:
+            record = loads(line)
+            log = record["log"]
+            stream = streams[record["stream"]]
+            time = record["time"].encode()
+            if log[-1] != "\n":
+                return None  # a partial chunk: joined on the per-line path
+            message = log[:-1].encode()
+            if len(message) > cap:
+                return None
+            add_time(time)
+            append(LogEvent(time, stream, message, pos))
+            pos += len(line) + 1
+        stamps = b"\n".join(times) + b"\n"
+    except (
+        orjson.JSONDecodeError,
+        KeyError,
+        TypeError,
+        IndexError,
+        AttributeError,
+        UnicodeEncodeError,
+    ):
+        return None  # not JSON, not a record, another shape: the per-line path decides
+    if stamps.count(b"\n") != len(out) or _UTC_TIMES(stamps) is None:
+        return None  # a time in another zone (or not a time): normalised per line
     return out

@@ -49,7 +49,8 @@ def parse_docker(line: bytes) -> Parsed | None:
     if type(record) is not dict:
         return None
     log = record.get("log")
-    stream = _STREAMS.get(record.get("stream"))  # type: ignore[arg-type]
+    raw_stream = record.get("stream")
+    stream = _STREAMS.get(raw_stream) if type(raw_stream) is str else None
     raw_time = record.get("time")
     if type(log) is not str or stream is None or type(raw_time) is not str:
         return None

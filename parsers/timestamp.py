@@ -11,6 +11,7 @@ _ANY = re.compile(
     rb"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(\.\d{1,9})?([Zz]|([+-])(\d\d):(\d\d))"
 )
 _utc_match = _UTC.fullmatch
+utc_time_match = _utc_match  # a time already as normalize_time returns it, or None
 
 
 def normalize_time(raw: bytes) -> bytes | None:

@@ -21,13 +21,14 @@ from shipper.observe import Metrics, MonitorServer
 from shipper.pipeline import Pipeline, PipelineOptions
 from shipper.sinks.base import Batch, Sink
 from shipper.sinks.stdout import StreamSink
+from shipper.stores import absorb_workers
 from shipper.tail.options import TailOptions
 from shipper.tail.reader import FileCursor
 
 log = logging.getLogger(__name__)
 
 
-def tail_options(cfg: Config, once: bool = False) -> TailOptions:
+def tail_options(cfg: Config, once: bool = False, share: tuple[int, int] = (0, 1)) -> TailOptions:
     i = cfg.inputs
     return TailOptions(
         paths=tuple(i.paths),
@@ -42,6 +43,7 @@ def tail_options(cfg: Config, once: bool = False) -> TailOptions:
         rescan_interval=float("inf") if once else i.rescan_interval,
         idle_poll_max=i.idle_poll,
         watch=i.watch and not once,
+        share=share,
     )
 
 
@@ -55,10 +57,12 @@ def decoder_options(cfg: Config) -> DecoderOptions:
     )
 
 
-def pipeline_options(cfg: Config, once: bool = False) -> PipelineOptions:
+def pipeline_options(
+    cfg: Config, once: bool = False, share: tuple[int, int] = (0, 1)
+) -> PipelineOptions:
     b = cfg.elasticsearch.bulk
     return PipelineOptions(
-        tail=tail_options(cfg, once),
+        tail=tail_options(cfg, once, share),
         decoder=decoder_options(cfg),
         batch_max_bytes=b.max_bytes,
         batch_max_docs=b.max_docs,
@@ -100,14 +104,21 @@ def sink_factory(
 
 
 def build_pipeline(
-    cfg: Config, once: bool = False, stream: BinaryIO | None = None, metrics: Metrics | None = None
+    cfg: Config,
+    once: bool = False,
+    stream: BinaryIO | None = None,
+    metrics: Metrics | None = None,
+    share: tuple[int, int] = (0, 1),
 ) -> Pipeline:
-    """The daemon's pipeline: checkpoints in `checkpoint.path`, sink per `elasticsearch`."""
+    """The daemon's pipeline: checkpoints in `checkpoint.path`, sink per `elasticsearch`
+    (`share`: this worker of several, whose config says where its own store is)."""
     metrics = metrics or Metrics()
     store = CheckpointStore.open(Path(cfg.checkpoint.path), cfg.checkpoint.forget_after)
     try:
+        if share[1] == 1:
+            absorb_workers(store)  # the workers of an earlier run with `workers: N`
         return Pipeline(
-            pipeline_options(cfg, once),
+            pipeline_options(cfg, once, share),
             sink_factory(cfg, metrics, stream),
             store,
             metadata_source(cfg, metrics),
@@ -130,6 +141,7 @@ async def run_daemon(
     stream: BinaryIO | None = None,
     on_start: Callable[[RunResult], None] | None = None,
     validated: bool = False,
+    share: tuple[int, int] = (0, 1),
 ) -> RunResult:
     """`shipper run`: until SIGTERM/SIGINT (or, with `once`, until every file is read).
 
@@ -137,13 +149,16 @@ async def run_daemon(
     """
     if not validated:
         validate(cfg)
-    pipeline = build_pipeline(cfg, once, stream)
+    pipeline = build_pipeline(cfg, once, stream, share=share)
     result = RunResult(pipeline)
     monitor = None
     if cfg.metrics.listen:
-        monitor = MonitorServer(
-            pipeline.metrics, pipeline.alive, pipeline.sink.ready, pipeline.update_gauges
-        )
+
+        def render() -> bytes:
+            pipeline.update_gauges()
+            return pipeline.metrics.render()
+
+        monitor = MonitorServer(render, pipeline.alive, pipeline.sink.ready)
         await monitor.start(cfg.metrics.listen)
         result.monitor_port = monitor.port
     _install_signals(pipeline)

@@ -195,7 +195,9 @@ def tail(
     is_flag=True,
     help="Read every matched file to its end, deliver, commit checkpoints, exit 0.",
 )
-def run(config_path: str | None, once: bool) -> None:
+@click.option("--worker", "worker", default=None, hidden=True, help="i/N: one of `workers`.")
+@click.option("--report-fd", "report_fd", type=int, default=None, hidden=True)
+def run(config_path: str | None, once: bool, worker: str | None, report_fd: int | None) -> None:
     """Run the shipper: follow the logs, enrich, deliver, commit checkpoints.
 
     With no elasticsearch.hosts configured, documents go to stdout as NDJSON.
@@ -222,14 +224,32 @@ def run(config_path: str | None, once: bool) -> None:
     from shipper.checkpoint import CheckpointError
     from shipper.observe import setup_logging
     from shipper.sinks.elasticsearch import SinkStartError
+    from shipper.workers import Supervisor, report, worker_config
 
-    def stop_if_asked(result: RunResult) -> None:
+    share = (0, 1)
+    if worker is not None:
+        index, _, count = worker.partition("/")
+        share = (int(index), int(count))
+        cfg = worker_config(cfg, *share)
+
+    def started(result: RunResult) -> None:
+        if report_fd is not None:
+            report(report_fd, result.monitor_port)
         if pending:
             result.pipeline.stop()
 
-    setup_logging(cfg.logging.level, cfg.logging.format)
+    setup_logging(cfg.logging.level, cfg.logging.format, worker)
+    if cfg.workers > 1 and worker is None:
+        if config_path is None:
+            raise BadConfig("workers: more than 1 needs a config file (--config) for them")
+        supervisor = Supervisor(cfg, config_path, once)
+        supervisor.stopping = bool(pending)  # a SIGTERM while starting: nothing to run
+        code = asyncio.run(supervisor.run())
+        if code:
+            raise Failure(f"a worker failed (exit code {code}); see its log above")
+        return
     try:
-        asyncio.run(run_daemon(cfg, once=once, on_start=stop_if_asked, validated=True))
+        asyncio.run(run_daemon(cfg, once=once, on_start=started, validated=True, share=share))
     except (CheckpointError, SinkStartError) as exc:
         raise Failure(str(exc)) from None
     except ConfigError as exc:

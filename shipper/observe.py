@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import inspect
 import logging
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import orjson
 
 log = logging.getLogger(__name__)
 
 LabelValues = tuple[str, ...]
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -170,19 +173,19 @@ class Metrics:
                 running = 0
                 for bound, n in zip(m.buckets, m.counts, strict=False):
                     running += n
-                    out.append(f'{m.name}_bucket{{le="{_num(bound)}"}} {running}')
+                    out.append(f'{m.name}_bucket{{le="{num(bound)}"}} {running}')
                 out.append(f'{m.name}_bucket{{le="+Inf"}} {m.count}')
-                out.append(f"{m.name}_sum {_num(m.sum)}\n{m.name}_count {m.count}")
+                out.append(f"{m.name}_sum {num(m.sum)}\n{m.name}_count {m.count}")
                 continue
             kind = "counter" if isinstance(m, Counter) else "gauge"
             out.append(f"# HELP {m.name} {m.help}\n# TYPE {m.name} {kind}")
             if isinstance(m, Gauge) and m.read is not None:
-                out.append(f"{m.name} {_num(m.read())}")
+                out.append(f"{m.name} {num(m.read())}")
                 continue
             if not m.values and not m.labels:
                 out.append(f"{m.name} 0")
             for labels, value in sorted(m.values.items()):
-                out.append(f"{m.name}{_labels(m.labels, labels)} {_num(value)}")
+                out.append(f"{m.name}{_labels(m.labels, labels)} {num(value)}")
         return ("\n".join(out) + "\n").encode()
 
 
@@ -214,7 +217,8 @@ def _labels(names: tuple[str, ...], values: LabelValues) -> str:
     return "{" + pairs + "}"
 
 
-def _num(value: float) -> str:
+def num(value: float) -> str:
+    """A sample value as the exposition format writes it."""
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
     if value == int(value) and abs(value) < 1e15:
@@ -223,19 +227,20 @@ def _num(value: float) -> str:
 
 
 class MonitorServer:
-    """GET /metrics, /healthz (the loop is alive) and /readyz (the sink is ready)."""
+    """GET /metrics, /healthz (the loop is alive) and /readyz (the sink is ready).
+
+    `render`, `healthy` and `ready` may also return awaitables (the supervisor of several
+    workers asks the workers)."""
 
     def __init__(
         self,
-        metrics: Metrics,
-        healthy: Callable[[], bool],
-        ready: Callable[[], bool],
-        before_render: Callable[[], None] | None = None,
+        render: Callable[[], bytes | Awaitable[bytes]],
+        healthy: Callable[[], bool | Awaitable[bool]],
+        ready: Callable[[], bool | Awaitable[bool]],
     ) -> None:
-        self.metrics = metrics
+        self.render = render
         self.healthy = healthy
         self.ready = ready
-        self.before_render = before_render
         self._server: asyncio.base_events.Server | None = None
         self.port = 0
 
@@ -256,7 +261,7 @@ class MonitorServer:
             request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
             method, path = request.split(b" ", 2)[:2]
             path = path.split(b"?", 1)[0]
-            status, body, ctype = self._route(method, path)
+            status, body, ctype = await self._route(method, path)
             writer.write(
                 b"HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close"
                 b"\r\n\r\n%s" % (status, ctype, len(body), body)
@@ -267,27 +272,40 @@ class MonitorServer:
         finally:
             writer.close()
 
-    def _route(self, method: bytes, path: bytes) -> tuple[bytes, bytes, bytes]:
+    async def _route(self, method: bytes, path: bytes) -> tuple[bytes, bytes, bytes]:
         text = b"text/plain; charset=utf-8"
         if method != b"GET":
             return b"405 Method Not Allowed", b"GET only\n", text
         if path == b"/metrics":
-            if self.before_render is not None:
-                self.before_render()
-            return b"200 OK", self.metrics.render(), b"text/plain; version=0.0.4; charset=utf-8"
+            body = await _value(self.render())
+            return b"200 OK", body, b"text/plain; version=0.0.4; charset=utf-8"
         if path == b"/healthz":
-            ok = self.healthy()
+            ok = await _value(self.healthy())
             return (
                 (b"200 OK", b"ok\n", text)
                 if ok
                 else (b"503 Service Unavailable", b"stalled\n", text)
             )
         if path == b"/readyz":
-            ok = self.ready()
+            ok = await _value(self.ready())
             if ok:
                 return b"200 OK", b"ready\n", text
             return b"503 Service Unavailable", b"not ready\n", text
         return b"404 Not Found", b"try /metrics, /healthz or /readyz\n", text
+
+
+async def _value(value: T | Awaitable[T]) -> T:
+    return await value if inspect.isawaitable(value) else value  # type: ignore[return-value]
+
+
+class _Worker(logging.Filter):
+    def __init__(self, worker: str) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.worker
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -329,10 +347,12 @@ class TextFormatter(logging.Formatter):
         return text
 
 
-def setup_logging(level: str = "info", fmt: str = "json") -> None:
-    """Log to stderr (stdout may carry documents)."""
+def setup_logging(level: str = "info", fmt: str = "json", worker: str | None = None) -> None:
+    """Log to stderr (stdout may carry documents); a worker's lines say which it is."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    if worker is not None:
+        handler.addFilter(_Worker(worker))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -384,7 +384,9 @@ class ShipperProcess:
     def metrics_port(self) -> int:
         def port() -> int | None:
             for record in self.log_records():
-                if record.get("message") == "monitoring endpoint listening":
+                if record.get("message") == "monitoring endpoint listening" and not record.get(
+                    "worker"
+                ):  # the one endpoint (with workers: the supervisor's)
                     return int(str(record["address"]).rsplit(":", 1)[1])
             return None
 

@@ -229,6 +229,12 @@ class Config:
     metrics: Metrics = section(Metrics, "self-monitoring endpoint")
     logging: Logging = section(Logging, "shipper's own log")
     shutdown: Shutdown = section(Shutdown, "stopping")
+    workers: int = key(
+        1,
+        "worker processes, each following its own share of the directories (more cores)",
+        min=1,
+        max=64,
+    )
 
 
 def _infer_kinds(cls: type) -> None:

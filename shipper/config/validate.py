@@ -36,6 +36,11 @@ def validate(cfg: Config, *, environment: bool = True) -> None:
             f"elasticsearch.retry.initial_backoff: {r.initial_backoff:g}s is longer than "
             f"elasticsearch.retry.max_backoff ({r.max_backoff:g}s); expected at most that"
         )
+    if cfg.workers > 1 and not cfg.elasticsearch.hosts:
+        raise ConfigError(
+            f"workers: {cfg.workers} needs elasticsearch.hosts (the documents of several "
+            "workers on one stdout would interleave); expected 1 without hosts"
+        )
     check_multiline(cfg.parsing.multiline)
     check_kubernetes(cfg.kubernetes)
     check_limits(cfg.limits)

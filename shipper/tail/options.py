@@ -22,3 +22,4 @@ class TailOptions:
     rescan_interval: float = 5.0
     idle_poll_max: float = 0.5
     watch: bool = True
+    share: tuple[int, int] = (0, 1)  # (this worker, workers): the directories it follows

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from parsers.filename import container_ref
+from shipper.shares import share_of
 from shipper.tail import naming
 from shipper.tail.discovery import Found, Resolved, expand
 from shipper.tail.fs import FileSystem
@@ -320,8 +321,15 @@ def _stream_by_rename(group: Group, name: str, renamed: dict[str, str]) -> str |
 class Prospector:
     """Which directories to look at, and what the globs match."""
 
-    def __init__(self, paths: list[str], exclude: list[str], fs: FileSystem) -> None:
+    def __init__(
+        self,
+        paths: list[str],
+        exclude: list[str],
+        fs: FileSystem,
+        share: tuple[int, int] = (0, 1),
+    ) -> None:
         self.paths, self.exclude, self.fs = paths, exclude, fs
+        self.share = share
         self.groups: dict[str, Group] = {}
         self._resolved: Resolved = {}
         self._globbed = 0
@@ -333,8 +341,11 @@ class Prospector:
             self._resolved.clear()
         found = expand(self.paths, self.exclude, self._resolved, self.fs)
         lives: dict[str, dict[str, Live]] = {}
+        mine, workers = self.share
         for f in found.values():
             scope, name = os.path.split(f.real)
+            if workers > 1 and share_of(scope, workers) != mine:
+                continue  # another worker's
             lives.setdefault(scope, {}).setdefault(name, _live(f))
         for scope, group in self.groups.items():
             now_live = lives.get(scope, {})

@@ -55,7 +55,7 @@ class Tailer:
         self.clock = clock
         self.stats = TailStats()
         self.changes = Changes()
-        self.prospector = Prospector(list(options.paths), list(options.exclude), fs)
+        self.prospector = Prospector(list(options.paths), list(options.exclude), fs, options.share)
         self.registry = Registry(self.store)
         self.schedule = Schedule(options.idle_poll_max)
         self.budget = Budget(

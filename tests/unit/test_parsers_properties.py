@@ -140,3 +140,49 @@ def test_a_block_decodes_exactly_as_its_lines_one_by_one(lines, offset):
         pos += len(line)
     assert events_whole == events_single
     assert whole.pending_start() == one_by_one.pending_start()
+
+
+docker_lines = st.one_of(
+    st.builds(  # the common record: final line, UTC time
+        lambda m, s, t: docker_record(m, s, t),
+        texts,
+        streams,
+        times,
+    ),
+    st.builds(  # partial chunks, other zones, escapes, surrogates, junk
+        lambda m, s, c: docker_record(m, s, "2024-03-01T11:20:30+01:00", cuts=c),
+        texts,
+        streams,
+        cuts,
+    ),
+    st.sampled_from(
+        [
+            b'{"log":"\\ud800 lone\\n","stream":"stdout","time":"2024-03-01T10:20:30Z"}\n',
+            b'{"log":"x\\n","stream":"other","time":"2024-03-01T10:20:30Z"}\n',
+            b'{"log":"a\\n","stream":"stdout","time":"2024-03-01T10:20:30Z"},{"log":"b"}\n',
+            b"[1, 2]\n",
+            b"\n",
+            b"not json\n",
+            b'{"log":1,"stream":"stdout","time":"2024-03-01T10:20:30Z"}\n',
+            b'{"log":["\\n"],"stream":"stdout","time":"2024-03-01T10:20:30Z"}\n',
+            b'{"log":"x\\n","stream":"stdout","time":"2024-03-01T10:20:30Z\\n2024-03-01T10:20:31Z"}\n',
+            b'{"log":"x\\n","stream":["stdout"],"time":"2024-03-01T10:20:30Z"}\n',
+            b'{"log":"x\\n","stream":"stdout","time":7}\n',
+            b'{"log":"","stream":"stdout","time":"2024-03-01T10:20:30Z"}\n',
+        ]
+    ),
+)
+
+
+@settings(max_examples=300)
+@given(lines=st.lists(docker_lines, min_size=1, max_size=12), cap=st.integers(1, 4000))
+def test_docker_block_fast_path_gives_what_the_line_by_line_path_gives(lines, cap):
+    first = docker_record("first", "stdout", "2024-03-01T10:20:30Z")
+    block = b"".join(lines)
+    fast, slow = (FileDecoder(DecoderOptions(max_event_bytes=cap)) for _ in range(2))
+    for decoder in (fast, slow):  # the format is decided by the first line
+        decoder.feed(0, first, now=0.0)
+    got = fast.feed(len(first), block, now=0.0) + fast.flush_all(now=0.0)
+    want = slow.feed_lines(len(first), block, now=0.0) + slow.flush_all(now=0.0)
+    assert got == want
+    assert fast.take_dropped() == slow.take_dropped()

@@ -1,0 +1,235 @@
+"""`workers: N`: a supervisor and N worker processes, each owning a share of the files.
+
+A Python process uses one core; a node that logs more than one core can read takes
+several processes. The supervisor starts `shipper run --worker i/N` N times; worker `i`
+follows the directories that hash to it (shipper.shares), with its own checkpoint store
+(shipper.stores), so checkpoints and document ids stay per file and a worker restarted
+after a crash re-reads nothing another one has. The whole keeps the budgets of one
+shipper: each worker gets `1/N` of `buffer.max_bytes` and of `elasticsearch.bulk.
+concurrency`. The supervisor serves the one monitoring endpoint (metrics summed over the
+workers; healthy and ready when every worker is), restarts a worker that dies, with a
+backoff, and passes SIGTERM, SIGINT and SIGHUP on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+from shipper.checkpoint import CheckpointStore
+from shipper.config import Config
+from shipper.observe import Counter, Gauge, MonitorServer, num, parse_exposition
+from shipper.stores import distribute, worker_dir
+
+log = logging.getLogger(__name__)
+
+FATAL = (1, 2)  # a worker that exits so says retrying cannot help (runtime, config error)
+MIN = {"shipper_sink_up", "shipper_sink_hosts_up"}  # summed, these would say nothing
+MAX = {"shipper_checkpoint_age_seconds", "shipper_sink_blocked"}
+
+
+def worker_config(cfg: Config, worker: int, workers: int) -> Config:
+    """Worker `worker`'s config: its store, its share of the budgets, metrics on a port of
+    its own on loopback (the supervisor serves `metrics.listen`)."""
+    es = cfg.elasticsearch
+    return dataclasses.replace(
+        cfg,
+        checkpoint=dataclasses.replace(
+            cfg.checkpoint, path=str(worker_dir(Path(cfg.checkpoint.path), worker))
+        ),
+        buffer=dataclasses.replace(
+            cfg.buffer, max_bytes=max(cfg.buffer.max_bytes // workers, 65536)
+        ),
+        elasticsearch=dataclasses.replace(
+            es,
+            bulk=dataclasses.replace(es.bulk, concurrency=max(es.bulk.concurrency // workers, 1)),
+        ),
+        metrics=dataclasses.replace(cfg.metrics, listen="127.0.0.1:0"),
+    )
+
+
+def report(fd: int, port: int) -> None:
+    """A worker tells the supervisor where its metrics are (then the pipe is closed)."""
+    with os.fdopen(fd, "wb") as pipe:
+        pipe.write(orjson.dumps({"port": port, "pid": os.getpid()}) + b"\n")
+
+
+@dataclasses.dataclass
+class Worker:
+    index: int
+    proc: asyncio.subprocess.Process | None = None
+    port: int = 0
+    restarts: int = 0
+    done: bool = False
+
+
+class Supervisor:
+    def __init__(self, cfg: Config, config_path: str, once: bool) -> None:
+        self.cfg, self.config_path, self.once = cfg, config_path, once
+        self.n = cfg.workers
+        self.workers = [Worker(i) for i in range(self.n)]
+        self.stopping = False
+        self.exit_code = 0
+        self.restarts = Counter("shipper_worker_restarts_total", "Worker processes restarted.")
+        self.running = Gauge("shipper_workers", "Worker processes running.")
+
+    async def run(self) -> int:
+        root = CheckpointStore.open(Path(self.cfg.checkpoint.path))  # held: one supervisor
+        try:
+            distribute(root, self.n)
+            monitor = None
+            if self.cfg.metrics.listen:
+                monitor = MonitorServer(self.render, self.healthy, self.ready)
+                await monitor.start(self.cfg.metrics.listen)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+            loop.add_signal_handler(signal.SIGHUP, self.forward, signal.SIGHUP)
+            try:
+                await asyncio.gather(*(self._keep(w) for w in self.workers))
+            finally:
+                if monitor is not None:
+                    await monitor.stop()
+        finally:
+            root.close()
+        return self.exit_code
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.forward(signal.SIGTERM)
+
+    def forward(self, sig: int) -> None:
+        for w in self.workers:
+            if w.proc is not None and w.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    w.proc.send_signal(sig)
+
+    async def _keep(self, w: Worker) -> None:
+        """Run worker `w` until it is done (stopped, or --once finished), restarting it
+        after a crash with a backoff (1 s doubling to 30 s, reset by 60 s of running)."""
+        backoff = 1.0
+        while not self.stopping and not w.done:
+            started = time.monotonic()
+            code = await self._run_one(w)
+            if self.stopping or (self.once and code == 0):
+                w.done = True
+            elif code in FATAL:
+                log.error("a worker failed; stopping", extra={"worker": w.index, "code": code})
+                self.exit_code = max(self.exit_code, code)
+                self.stop()
+            else:
+                w.restarts += 1
+                self.restarts.inc()
+                if time.monotonic() - started > 60:
+                    backoff = 1.0
+                log.warning(
+                    "a worker exited; starting it again",
+                    extra={"worker": w.index, "code": code, "in_seconds": backoff},
+                )
+                await asyncio.sleep(backoff)  # a restart pace, not a wait for a condition
+                backoff = min(backoff * 2, 30.0)
+
+    async def _run_one(self, w: Worker) -> int:
+        read_fd, write_fd = os.pipe()
+        args = [sys.executable, "-m", "shipper", "run", "--config", self.config_path]
+        args += ["--worker", f"{w.index}/{self.n}", "--report-fd", str(write_fd)]
+        if self.once:
+            args.append("--once")
+        try:
+            w.proc = await asyncio.create_subprocess_exec(*args, pass_fds=(write_fd,))
+        finally:
+            os.close(write_fd)
+        self.running.set(sum(1 for x in self.workers if x.proc and x.proc.returncode is None))
+        reader = asyncio.create_task(self._read_report(w, read_fd))
+        code = await w.proc.wait()
+        reader.cancel()
+        w.port = 0
+        self.running.set(sum(1 for x in self.workers if x.proc and x.proc.returncode is None))
+        return code if code >= 0 else 128 - code  # killed by a signal: 128 + its number
+
+    async def _read_report(self, w: Worker, fd: int) -> None:
+        with os.fdopen(fd, "rb") as pipe:
+            line = await asyncio.to_thread(pipe.readline)
+        with contextlib.suppress(ValueError):
+            w.port = int(orjson.loads(line)["port"])
+
+    # ---- the one monitoring endpoint ---------------------------------------------------
+
+    async def _ask(self, w: Worker, path: str) -> tuple[int, bytes]:
+        if not w.port:
+            return 0, b""
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", w.port), 5)
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: worker\r\n\r\n".encode())
+            raw = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+        except (OSError, TimeoutError):
+            return 0, b""
+        head, _, body = raw.partition(b"\r\n\r\n")
+        try:
+            return int(head.split(b" ", 2)[1]), body
+        except (IndexError, ValueError):
+            return 0, b""
+
+    async def healthy(self) -> bool:
+        answers = await asyncio.gather(*(self._ask(w, "/healthz") for w in self.workers))
+        return all(status == 200 for status, _ in answers)
+
+    async def ready(self) -> bool:
+        answers = await asyncio.gather(*(self._ask(w, "/readyz") for w in self.workers))
+        return all(status == 200 for status, _ in answers)
+
+    async def render(self) -> bytes:
+        answers = await asyncio.gather(*(self._ask(w, "/metrics") for w in self.workers))
+        texts = [body.decode() for status, body in answers if status == 200]
+        own = (
+            f"# HELP {self.restarts.name} {self.restarts.help}\n# TYPE {self.restarts.name} "
+            f"counter\n{self.restarts.name} {num(self.restarts.total())}\n"
+            f"# HELP {self.running.name} {self.running.help}\n# TYPE {self.running.name} "
+            f"gauge\n{self.running.name} {num(self.running.get())}\n"
+        )
+        return (merge_expositions(texts) + own).encode()
+
+
+def merge_expositions(texts: list[str]) -> str:
+    """Several workers' metrics as one: counters, histograms and most gauges summed, the
+    few gauges a sum would misstate taken at their minimum or maximum."""
+    values: dict[str, float] = {}
+    for text in texts:
+        for series, value in parse_exposition(text).items():
+            name = series.partition("{")[0]
+            if series not in values:
+                values[series] = value
+            elif name in MIN:
+                values[series] = min(values[series], value)
+            elif name in MAX:
+                values[series] = max(values[series], value)
+            else:
+                values[series] += value
+    by_metric: dict[str, list[str]] = {}
+    for series in values:  # in the order they first appeared: histogram buckets stay sorted
+        name = series.partition("{")[0]
+        for suffix in ("_bucket", "_sum", "_count"):
+            name = name.removesuffix(suffix) if name.endswith(suffix) else name
+        by_metric.setdefault(name, []).append(series)
+    out = []
+    for text in texts[:1]:  # the first worker's HELP and TYPE lines, in its order
+        for line in text.splitlines():
+            if line.startswith("# TYPE "):
+                name = line.split(" ")[2]
+                out.append(line)
+                out += [f"{s} {num(values[s])}" for s in by_metric.pop(name, [])]
+            elif line.startswith("#"):
+                out.append(line)
+    for rest in by_metric.values():  # series the first worker did not have at all
+        out += [f"{s} {num(values[s])}" for s in rest]
+    return "\n".join(out) + "\n" if out else ""
