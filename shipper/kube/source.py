@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -12,6 +11,7 @@ from typing import Any
 from parsers.filename import ContainerRef
 from shipper.config import Config, ConfigError
 from shipper.config.validate import check_kubernetes
+from shipper.kube.api import KubeApi, from_kubeconfig, in_cluster
 from shipper.kube.cache import PodCache
 from shipper.kube.fragment import MetadataHandle
 from shipper.kube.podsfile import read_pods_file
@@ -127,26 +127,6 @@ def tail_source(pods_file: str | None, kubeconfig: str | None, node: str) -> Kub
     return source
 
 
-def api_client(kubeconfig: str) -> Any:
-    """An API client from a kubeconfig, or the pod's service account (in-cluster)."""
-    from kubernetes import client, config
-
-    if kubeconfig:
-        try:
-            return config.new_client_from_config(config_file=kubeconfig)
-        except Exception as exc:  # the loader raises many kinds
-            raise ConfigError(f"kubernetes.kubeconfig: cannot use {kubeconfig!r}: {exc}") from None
-    if "KUBERNETES_SERVICE_HOST" not in os.environ:
-        raise ConfigError(
-            "kubernetes.enabled: not running in a cluster (no KUBERNETES_SERVICE_HOST); set "
-            "kubernetes.kubeconfig, kubernetes.pods_file, or kubernetes.enabled: false"
-        )
-    configuration = client.Configuration()
-    try:
-        config.load_incluster_config(client_configuration=configuration)
-    except config.ConfigException as exc:  # no service account token or CA mounted
-        raise ConfigError(
-            f"kubernetes.enabled: in a cluster, but the service account is unusable ({exc}); "
-            "mount its token (automountServiceAccountToken), or set kubernetes.kubeconfig"
-        ) from None
-    return client.ApiClient(configuration)
+def api_client(kubeconfig: str) -> KubeApi:
+    """The API from a kubeconfig, or the pod's service account (in-cluster)."""
+    return from_kubeconfig(kubeconfig) if kubeconfig else in_cluster()

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from kubernetes.client import ApiClient
+
+from shipper.kube.api import KubeApi, Response
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +30,6 @@ Event = tuple[str, dict[str, Any]]  # ("LIST", {"items": [...]}) or ("ADDED", ob
 
 class Gone(Exception):
     """The resourceVersion is too old: list again."""
-
-
-class ApiStatus(Exception):
-    """The apiserver answered with an error status."""
-
-    def __init__(self, status: int, detail: bytes) -> None:
-        super().__init__(f"HTTP {status}: {detail.decode(errors='replace')}")
-        self.status = status
-        self.reason = detail.decode(errors="replace")[:120]
 
 
 @dataclass
@@ -54,7 +46,7 @@ class ResourceWatch:
 
     def __init__(
         self,
-        api: ApiClient,
+        api: KubeApi,
         path: str,
         emit: Callable[[list[Event]], None],
         field_selector: str = "",
@@ -70,7 +62,7 @@ class ResourceWatch:
         self.stats = WatchStats()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"watch-{name}", daemon=True)
-        self._response: Any = None
+        self._response: Response | None = None
         self._last_warning = 0.0
 
     def start(self) -> None:
@@ -91,8 +83,7 @@ class ResourceWatch:
         response = self._response
         if response is None:
             return
-        connection = getattr(response, "connection", None) or getattr(response, "_connection", None)
-        sock = getattr(connection, "sock", None)
+        sock = response.sock
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
@@ -127,50 +118,18 @@ class ResourceWatch:
                 self._stop.wait(random.uniform(backoff / 2, backoff))
                 backoff = min(backoff * 2, 30.0)
 
-    def _get(self, query: dict[str, Any], read_timeout: float) -> Any:
-        """A raw, unread (streamable) response; raises with `.status` unless 2xx."""
-        params = [(k, v) for k, v in query.items() if v not in ("", None)]
-        api = self.api
-        headers = {"Accept": "application/json"}
-        timeout = (10, read_timeout)
-        if hasattr(api, "param_serialize"):  # kubernetes client 35+ (new generator)
-            method, url, headers, body, post = api.param_serialize(
-                method="GET",
-                resource_path=self.path,
-                query_params=params,
-                header_params=headers,
-                auth_settings=["BearerToken"],
-            )
-            raw = api.call_api(
-                method,
-                url,
-                header_params=headers,
-                body=body,
-                post_params=post,
-                _request_timeout=timeout,
-            ).response
-        else:
-            raw = api.call_api(
-                self.path,
-                "GET",
-                query_params=params,
-                header_params=headers,
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _request_timeout=timeout,
-            )
-            raw = raw[0] if isinstance(raw, tuple) else raw
-        if not 200 <= raw.status < 300:
-            detail = raw.data[:300]
-            raw.release_conn()
-            raise ApiStatus(raw.status, detail)
-        return raw
+    def _get(self, query: dict[str, Any], read_timeout: float) -> Response:
+        """A streamed response; raises ApiStatus (with `.status`) unless 2xx."""
+        return self.api.get(self.path, query, read_timeout)
 
     def _list(self) -> str:
         response = self._get(
             {"fieldSelector": self.field_selector, "resourceVersion": "0"}, read_timeout=60
         )
-        body = orjson.loads(response.data)
+        try:
+            body = orjson.loads(response.read())
+        finally:
+            response.close()
         self.stats.lists += 1
         self.stats.connected = True
         self.emit([("LIST", body)])
@@ -192,7 +151,7 @@ class ResourceWatch:
         self.stats.connected = True
         buffer = b""
         try:
-            for data in response.stream(64 * 1024, decode_content=True):
+            for data in response.stream(64 * 1024):
                 if self._stop.is_set():
                     break
                 buffer += data
@@ -214,7 +173,7 @@ class ResourceWatch:
                     self.emit(events)
         finally:
             self._response = None
-            response.release_conn()
+            response.close()
         return version
 
     def _warn(self, exc: BaseException) -> None:
