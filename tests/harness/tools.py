@@ -24,7 +24,7 @@ PROMTOOL_BUILD = HERE / "promtool_build"
 
 def _pinned(module_dir: Path, module: str) -> str:
     text = (module_dir / "go.mod").read_text()
-    match = re.search(rf"^\s*(?:require\s+)?{re.escape(module)} (v\S+)", text, re.M)
+    match = re.search(rf"^\s*(?:require\s+)?{re.escape(module)} (v[^\s/]+)", text, re.M)
     if match is None:
         raise RuntimeError(f"{module} is not required in {module_dir / 'go.mod'}")
     return match.group(1)
@@ -32,11 +32,18 @@ def _pinned(module_dir: Path, module: str) -> str:
 
 def ensure_helm() -> Path:
     version = _pinned(HELM_BUILD, "helm.sh/helm/v3")
+    # As Helm's Makefile does: the default Kubernetes version of `helm template` and
+    # `helm lint` is the one of the client-go it is built with.
+    minor = _pinned(HELM_BUILD, "k8s.io/client-go").split(".")[1]
+    flags = [f"-X helm.sh/helm/v3/internal/version.version={version}"]
+    for package in ("pkg/lint/rules", "pkg/chartutil"):
+        flags.append(f"-X helm.sh/helm/v3/{package}.k8sVersionMajor=1")
+        flags.append(f"-X helm.sh/helm/v3/{package}.k8sVersionMinor={minor}")
     return go_build(
         HELM_BUILD,
         {"helm": "helm.sh/helm/v3/cmd/helm"},
         cache_dir() / "tools" / f"helm-{version}",
-        f"-X helm.sh/helm/v3/internal/version.version={version}",
+        " ".join(flags),
     )["helm"]
 
 
