@@ -186,9 +186,11 @@ def describe(node: KubeNode) -> str:
     return "\n".join(out)
 
 
-def render_chart(values: dict[str, Any] | None = None, *args: str) -> list[dict[str, Any]]:
+def render_chart(
+    values: dict[str, Any] | None = None, release: str = "shipper", namespace: str = NS
+) -> list[dict[str, Any]]:
     """`helm template shipper deploy/helm/shipper -n logging` as documents."""
-    command = [str(ensure_helm()), "template", "shipper", str(CHART), "-n", NS, *args]
+    command = [str(ensure_helm()), "template", release, str(CHART), "-n", namespace]
     if values is not None:
         command += ["--values", "-"]
     result = subprocess.run(
