@@ -8,8 +8,8 @@ What the test adds to the shipped bundle, and why (nothing else differs):
 - the kubelet's podLogsDir, mounted read-only at its own path (the /var/log/containers
   links point there; the kubelet's default /var/log/pods would be under /var/log);
 - the checkpoint host directory inside the node's work directory;
-- the Secret `shipper-elasticsearch`: the test Elasticsearch's URL as pods reach it, and
-  a password and CA as a user's Secret has them (the test server ignores both).
+- the Secret `shipper-elasticsearch` as the README creates it: the URL pods reach (a TLS
+  proxy with basic auth in front of the test Elasticsearch), user, password and CA.
 """
 
 from __future__ import annotations
@@ -32,17 +32,17 @@ NS = "logging"
 DATA_STREAM = "logs-kubernetes-default"
 
 
-def secret(node: KubeNode, es_pod_url: str) -> dict[str, Any]:
-    assert node.api is not None
+def secret(es: Any) -> dict[str, Any]:
+    """The Secret of the README's install: URL, user, password and CA."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {"name": "shipper-elasticsearch", "namespace": NS},
         "stringData": {
-            "url": es_pod_url,
-            "username": "shipper",
-            "password": "not-checked-by-the-test-server",
-            "ca.crt": node.api.ca_path.read_text(),
+            "url": es.pod_url,
+            "username": es.username,
+            "password": es.password,
+            "ca.crt": es.ca,
         },
     }
 
@@ -89,10 +89,10 @@ def helm_values(node: KubeNode, checkpoints: Path, config: dict[str, Any] | None
 
 
 def helm_install(
-    node: KubeNode, es_pod_url: str, name: str = "helm", config: dict[str, Any] | None = None
+    node: KubeNode, es: Any, name: str = "helm", config: dict[str, Any] | None = None
 ) -> None:
     node.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}])
-    node.apply([secret(node, es_pod_url)])
+    node.apply([secret(es)])
     values = node.workdir / f"values-{name}.yaml"
     values.write_text(yaml.safe_dump(helm_values(node, checkpoint_dir(node, name), config)))
     helm(node, "install", "shipper", str(CHART), "-n", NS, "-f", str(values))
@@ -102,7 +102,7 @@ def helm_uninstall(node: KubeNode) -> None:
     helm(node, "uninstall", "shipper", "-n", NS, "--wait", "--timeout", "120s")
 
 
-def kustomize_overlay(node: KubeNode, where: Path, es_pod_url: str) -> Path:
+def kustomize_overlay(node: KubeNode, where: Path, es: Any) -> Path:
     """A test overlay on deploy/kubernetes (the bundle itself is referenced, not copied)."""
     where.mkdir(parents=True, exist_ok=True)
     repository, tag = node.shipper_image.rsplit(":", 1)
@@ -142,7 +142,7 @@ def kustomize_overlay(node: KubeNode, where: Path, es_pod_url: str) -> Path:
         },
     }
     (where / "daemonset-patch.yaml").write_text(yaml.safe_dump(patch))
-    (where / "secret.yaml").write_text(yaml.safe_dump(secret(node, es_pod_url)))
+    (where / "secret.yaml").write_text(yaml.safe_dump(secret(es)))
     (where / "kustomization.yaml").write_text(
         yaml.safe_dump(
             {

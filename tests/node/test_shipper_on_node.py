@@ -143,7 +143,7 @@ def check_running_shipper(node: Any, es: EsTestClient, pod: dict[str, Any], ns: 
 def test_kustomize_bundle_runs_ready_ships_and_serves_metrics(
     kube_node: Any, node_es: Any, es: EsTestClient, tmp_path: Path
 ) -> None:
-    overlay = install.kustomize_overlay(kube_node, tmp_path / "overlay", node_es.pod_url)
+    overlay = install.kustomize_overlay(kube_node, tmp_path / "overlay", node_es)
     kube_node.kubectl("apply", "-k", str(overlay))
     try:
         pod = wait_ready(kube_node)
@@ -157,7 +157,7 @@ def test_kustomize_bundle_runs_ready_ships_and_serves_metrics(
 
 @pytest.fixture(scope="module")
 def helm_shipper(kube_node: Any, node_es: Any) -> Iterator[None]:
-    install.helm_install(kube_node, node_es.pod_url)
+    install.helm_install(kube_node, node_es)
     yield
     install.helm_uninstall(kube_node)
 
@@ -321,12 +321,12 @@ def test_elasticsearch_down_for_a_minute_what_the_kubelet_deleted_unread_is_coun
         )
         try:
             wait_for(lambda: workload.count(es, INDEX, ns) > RATE * 10, 240, "lines flowing")
-            node_es.stop()
+            node_es.server.stop()
             stopped = time.monotonic()
             deleted_before = len(keeper.deleted)
             wait_for(lambda: time.monotonic() - stopped >= 60, 90, "60 s without Elasticsearch")
             deleted_during = len(keeper.deleted) - deleted_before
-            node_es.start()
+            node_es.server.start()
 
             def ended() -> bool:
                 reports = workload.ledger(workload.documents(es, INDEX, ns), traces)
@@ -342,7 +342,8 @@ def test_elasticsearch_down_for_a_minute_what_the_kubelet_deleted_unread_is_coun
                 "shipper to have nothing left to deliver",
             )
         except BaseException:
-            node_es.start() if not node_es.is_running() else None
+            if not node_es.server.is_running():
+                node_es.server.start()
             node.kubectl("delete", "namespace", ns, "--wait=false", check=False)
             raise
     try:
