@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,7 +138,7 @@ def check_running_shipper(node: Any, es: EsTestClient, pod: dict[str, Any], ns: 
     assert line.end == 300 and not line.missing() and not line.doubled(), line.describe()
     assert not line.wrong, line.describe()
     assert all(d["kubernetes"]["deployment"]["name"] == "smoke" for d in docs)
-    assert all(d["kubernetes"]["namespace_labels"] == workload.NAMESPACE_LABELS for d in docs)
+    assert all(workload.has_namespace_labels(d) for d in docs), docs[0]["kubernetes"]
 
 
 def test_kustomize_bundle_runs_ready_ships_and_serves_metrics(
@@ -175,6 +176,34 @@ def test_helm_install_runs_ready_ships_and_serves_metrics(
         kube_node.kubectl("delete", "namespace", "helm-smoke", "--wait=false", check=False)
 
 
+class ShipperLog:
+    """`kubectl logs -f` of a shipper pod, so what it logs as it stops is kept."""
+
+    def __init__(self, node: Any, pod: str) -> None:
+        assert node.api is not None
+        self.path = node.workdir / f"log-{pod}.jsonl"
+        self._out = open(self.path, "wb")  # noqa: SIM115 - closed in summary()
+        self.proc = subprocess.Popen(
+            [str(node.bins["kubectl"]), f"--kubeconfig={node.api.kubeconfig_path}",
+             "-n", install.NS, "logs", "-f", pod],
+            stdout=self._out,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def summary(self, timeout: float = 60) -> dict[str, Any]:
+        """The "shipper stopped" record (its counters), once the pod has gone."""
+        try:
+            self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self._out.close()
+        for line in reversed(self.path.read_text(errors="replace").splitlines()):
+            if '"shipper stopped"' in line:
+                return json.loads(line)
+        raise AssertionError(f"no 'shipper stopped' line:\n{self.path.read_text()[-3000:]}")
+
+
 def pods_of(node: Any, ns: str, app: str) -> list[str]:
     items = node.get("pods", "-n", ns, "-l", f"app={app}")["items"]
     return [p["metadata"]["name"] for p in items if p.get("status", {}).get("phase") == "Running"]
@@ -197,6 +226,7 @@ def test_busy_pods_rotated_restarted_and_deleted_every_line_once(
     first = wait_ready(node)
     lines = RATE * SECONDS
     traces = {"alpha": False, "bravo": False, "trace": True, "quiet": False}
+    files = workload.LogKeeper(node.logs_dir, None, ns, link=False).__enter__()
     node.apply(
         [
             workload.namespace(ns),
@@ -210,9 +240,17 @@ def test_busy_pods_rotated_restarted_and_deleted_every_line_once(
     try:
         wait_for(lambda: all(pods_of(node, ns, a) for a in traces), 120, "the writers running")
         alpha = pods_of(node, ns, "alpha")[0]
+        wait_for(lambda: workload.count(es, INDEX, ns), 120, "the first documents")
+        workload.tune_for_throughput(es, INDEX)
 
-        # shipper pod deleted once a third of the lines are written
-        wait_for(lambda: workload.count(es, INDEX, ns) > lines, 240, "a third of the lines")
+        def log_files(n: int) -> bool:
+            """Each busy writer has had n log files (n - 1 rotations) so far."""
+            busy = [c for d, c in files.files_per_pod.items() if "_quiet-" not in d]
+            return len(busy) >= 3 and min(busy) >= n
+
+        # the shipper pod deleted mid-stream; what it said as it stopped is kept
+        wait_for(lambda: log_files(6), 120, "five rotations of each busy writer")
+        old_log = ShipperLog(node, first["metadata"]["name"])
         node.kubectl("-n", install.NS, "delete", "pod", first["metadata"]["name"], "--wait=false")
         first_uid = first["metadata"]["uid"]
         wait_for(
@@ -220,8 +258,10 @@ def test_busy_pods_rotated_restarted_and_deleted_every_line_once(
             180,
             "the DaemonSet's new shipper pod Ready",
         )
+        stopped = old_log.summary()
+        assert stopped["bytes_given_up"] == 0, stopped
         # a writer pod deleted (its Deployment starts a new one, with a new name)
-        wait_for(lambda: workload.count(es, INDEX, ns) > 1.6 * lines, 240, "half the lines")
+        wait_for(lambda: log_files(12), 120, "eleven rotations of each busy writer")
         node.kubectl("-n", ns, "delete", "pod", alpha, "--wait=true")
 
         def complete() -> dict[str, workload.PodReport] | None:
@@ -259,7 +299,7 @@ def test_busy_pods_rotated_restarted_and_deleted_every_line_once(
             return not (
                 app
                 and k["labels"].get("tier") == "writer"
-                and k.get("namespace_labels") == workload.NAMESPACE_LABELS
+                and workload.has_namespace_labels(d)
                 and k.get("deployment", {}).get("name") == app
                 and d["message"].startswith(app + "-")
             )
@@ -294,6 +334,7 @@ def test_busy_pods_rotated_restarted_and_deleted_every_line_once(
         # rotation (its start is in the file before)
         assert current[1:] == stored[len(stored) - len(current) + 1 :]
     finally:
+        files.__exit__()
         node.kubectl("delete", "namespace", ns, "--wait=true", timeout=300, check=False)
 
 
@@ -321,6 +362,7 @@ def test_elasticsearch_down_for_a_minute_what_the_kubelet_deleted_unread_is_coun
         )
         try:
             wait_for(lambda: workload.count(es, INDEX, ns) > RATE * 10, 240, "lines flowing")
+            workload.tune_for_throughput(es, INDEX)
             node_es.server.stop()
             stopped = time.monotonic()
             deleted_before = len(keeper.deleted)
