@@ -307,7 +307,7 @@ def test_busy_pods_rotated_restarted_and_deleted_every_line_once(
         bad = [d["message"][:40] for d in docs if unenriched(d)]
         if bad:
             problems.append(f"{len(bad)} documents without their pod's metadata: {bad[:5]}")
-        numbered = [(parsed[1], d) for d in by_pod[alpha] if (parsed := workload.parse(d["message"]))]
+        numbered = [(p[1], d) for d in by_pod[alpha] if (p := workload.parse(d["message"]))]
         last = [d for _, d in sorted(numbered, key=lambda nd: nd[0])[-1000:]]
         assert last and not [d for d in last if unenriched(d)]
 
