@@ -176,6 +176,16 @@ def test_helm_install_runs_ready_ships_and_serves_metrics(
         kube_node.kubectl("delete", "namespace", "helm-smoke", "--wait=false", check=False)
 
 
+def number_ranges(numbers: list[int]) -> list[tuple[int, int]]:
+    out: list[list[int]] = []
+    for n in numbers:
+        if out and n == out[-1][1] + 1:
+            out[-1][1] = n
+        else:
+            out.append([n, n])
+    return [(a, b) for a, b in out]
+
+
 class ShipperLog:
     """`kubectl logs -f` of a shipper pod, so what it logs as it stops is kept."""
 
@@ -189,6 +199,22 @@ class ShipperLog:
             stdout=self._out,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
+
+    def records(self) -> list[dict[str, Any]]:
+        """The JSON log records so far."""
+        out = []
+        for line in self.path.read_text(errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._out.close()
 
     def summary(self, timeout: float = 60) -> dict[str, Any]:
         """The "shipper stopped" record (its counters), once the pod has gone."""
@@ -359,6 +385,7 @@ def test_elasticsearch_down_for_a_minute_what_the_kubelet_deleted_unread_is_coun
     node = kube_node
     pod = wait_ready(node)
     given_before = total(metrics(pod), "shipper_bytes_given_up_total")
+    shipper_log = ShipperLog(node, pod["metadata"]["name"])
     lines = RATE * 100
     traces = {"echo": False, "foxtrot": False}
     with workload.LogKeeper(node.logs_dir, tmp_path / "kept", ns) as keeper:
@@ -378,6 +405,9 @@ def test_elasticsearch_down_for_a_minute_what_the_kubelet_deleted_unread_is_coun
             wait_for(lambda: time.monotonic() - stopped >= 60, 90, "60 s without Elasticsearch")
             deleted_during = len(keeper.deleted) - deleted_before
             node_es.server.start()
+            back = time.monotonic() - stopped
+            wait_for(lambda: total(metrics(pod), "shipper_sink_up") == 1, 300, "sink up again")
+            sink_up = time.monotonic() - stopped
 
             def ended() -> bool:
                 reports = workload.ledger(workload.documents(es, INDEX, ns), traces)
@@ -410,13 +440,21 @@ def test_elasticsearch_down_for_a_minute_what_the_kubelet_deleted_unread_is_coun
                     lost_in[path] += size
         given = total(metrics(pod), "shipper_bytes_given_up_total") - given_before
         lost = set(written) - shipped
+        shipper_log.stop()
+        said = collections.Counter(
+            r["message"] for r in shipper_log.records() if r.get("level") in ("warning", "error")
+        )
         assert deleted_during >= 2, f"the kubelet deleted {deleted_during} files in the outage"
         assert not (shipped - set(written)), "documents for lines never written"
         assert set(lost_in) <= keeper.deleted, "lost lines in files the kubelet never deleted"
+        ranges = {r.pod: number_ranges(sorted(r.seen)) for r in reports.values()}
         assert given == sum(lost_in.values()), (
             f"shipper_bytes_given_up_total grew by {given:.0f}; the lines missing from "
-            f"Elasticsearch ({len(lost)}) are {sum(lost_in.values())} bytes in "
-            f"{len(lost_in)} deleted files: {sorted(p.name for p in lost_in)}"
+            f"Elasticsearch ({len(lost)} of {len(written)}) are {sum(lost_in.values())} bytes "
+            f"in {len(lost_in)} of the {len(keeper.deleted)} files the kubelet deleted "
+            f"(first {sorted(p.name for p in lost_in)[:3]}); shipped: {ranges}; "
+            f"shipper's warnings: {dict(said)}; Elasticsearch answered again after {back:.0f}s, "
+            f"shipper's sink was up after {sink_up:.0f}s"
         )
         problems = [r.describe() for r in reports.values() if r.doubled() or r.wrong]
         assert not problems, "\n".join(problems)
