@@ -31,7 +31,7 @@ from typing import Any
 
 from tests.harness.elasticsearch import free_port
 from tests.harness.kube import KubeApiServer, _terminate, ensure_node_binaries
-from tests.harness.node import host, images
+from tests.harness.node import containerd, host, images
 
 NODE_NAME = "shipper-node"
 NODE_IP = "10.88.0.1"
@@ -197,69 +197,7 @@ class KubeNode:
 
     def _start_containerd(self) -> None:
         c = self.containerd_dir
-        for sub in ("root", "state", "opt"):
-            (c / sub).mkdir(parents=True, exist_ok=True)
-        (self.cni_dir / "net.d").mkdir(parents=True, exist_ok=True)
-        (self.cni_dir / "net.d" / "10-shipper.conflist").write_text(
-            json.dumps(
-                {
-                    "cniVersion": "0.4.0",
-                    "name": "shipper-test",
-                    "plugins": [
-                        {
-                            "type": "bridge",
-                            "bridge": host.BRIDGE,
-                            # No gateway, no NAT, no forwarding: pods reach the bridge
-                            # address (on-link) and nothing beyond this machine.
-                            "isGateway": False,
-                            "ipMasq": False,
-                            "ipam": {
-                                "type": "host-local",
-                                "ranges": [[{"subnet": POD_SUBNET}]],
-                                "dataDir": str(self.cni_dir / "ipam"),
-                            },
-                        },
-                        {"type": "portmap", "capabilities": {"portMappings": True}},
-                    ],
-                }
-            )
-        )
-        (c / "config.toml").write_text(
-            f"""version = 2
-root = "{c / "root"}"
-state = "{c / "state"}"
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
-[grpc]
-  address = "{self.socket}"
-[ttrpc]
-  address = "{c / "containerd.sock.ttrpc"}"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{c / "opt"}"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{images.PAUSE_IMAGE}"
-  # root here lacks CAP_SYS_RESOURCE: runc must not lower an oom_score_adj
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
-  enable_selinux = false
-  disable_apparmor = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "{self.cni_dir / "net.d"}"
-"""
-        )
+        containerd.write_config(c, self.socket, self.cni_dir, POD_SUBNET, images.PAUSE_IMAGE)
         proc = self._spawn(
             "containerd", ["containerd", "--config", str(c / "config.toml"), "--log-level", "warn"]
         )
