@@ -275,7 +275,14 @@ def test_busy_pods_rotated_restarted_and_deleted_every_line_once(
             return len(busy) >= 3 and min(busy) >= n
 
         # the shipper pod deleted mid-stream; what it said as it stopped is kept
-        wait_for(lambda: log_files(6), 120, "five rotations of each busy writer")
+        try:
+            wait_for(lambda: log_files(6), 120, "five rotations of each busy writer")
+        except AssertionError as exc:
+            listing = sorted(str(p.relative_to(node.logs_dir)) for p in node.logs_dir.rglob("*"))
+            raise AssertionError(
+                f"{exc}: log files seen per pod {dict(files.files_per_pod)}, scan errors "
+                f"{files.errors[:3]}, thread alive {files._thread.is_alive()}, now {listing}"
+            ) from None
         old_log = ShipperLog(node, first["metadata"]["name"])
         node.kubectl("-n", install.NS, "delete", "pod", first["metadata"]["name"], "--wait=false")
         first_uid = first["metadata"]["uid"]

@@ -238,6 +238,7 @@ class LogKeeper:
         self.namespace = namespace
         self.link = link
         self.files_per_pod: collections.Counter[str] = collections.Counter()
+        self.errors: list[str] = []
         self.kept: dict[tuple[int, int], Path] = {}
         self.order: list[tuple[str, Path]] = []  # (pod directory, kept file) as first seen
         self.deleted: set[Path] = set()  # kept files whose last name disappeared
@@ -257,7 +258,10 @@ class LogKeeper:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.scan()
+            try:
+                self.scan()
+            except OSError as exc:  # a directory removed while listed: look again
+                self.errors.append(repr(exc))
             time.sleep(0.02)
 
     def scan(self) -> None:
