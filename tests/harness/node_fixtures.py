@@ -62,7 +62,7 @@ def node_es(
 
     server = ElasticsearchServer(tmp_path_factory.mktemp("node-es"), DEFAULT_VERSION, heap="1g")
     server.start()
-    password = secrets.token_urlsafe(16)
+    password = secrets.token_hex(16)  # never starts with "-" (openssl passwd takes it)
     proxy = TlsProxy(
         tmp_path_factory.mktemp("node-es-proxy"), server.url, "shipper", password, NODE_IP
     )
