@@ -63,11 +63,13 @@ def node_es(
     server = ElasticsearchServer(tmp_path_factory.mktemp("node-es"), DEFAULT_VERSION, heap="1g")
     server.start()
     password = secrets.token_hex(16)  # never starts with "-" (openssl passwd takes it)
-    proxy = TlsProxy(
-        tmp_path_factory.mktemp("node-es-proxy"), server.url, "shipper", password, NODE_IP
-    )
     try:
-        yield NodeElasticsearch(server, proxy, "shipper", password)
+        proxy = TlsProxy(
+            tmp_path_factory.mktemp("node-es-proxy"), server.url, "shipper", password, NODE_IP
+        )
+        try:
+            yield NodeElasticsearch(server, proxy, "shipper", password)
+        finally:
+            proxy.stop()
     finally:
-        proxy.stop()
         server.stop()
