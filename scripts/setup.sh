@@ -3,7 +3,10 @@
 # when already done. Downloads are cached in ${SHIPPER_CACHE:-~/.cache/shipper}.
 #   scripts/setup.sh            python environment + Elasticsearch and OpenSearch test
 #                               distributions (and a Java for each)
-#   scripts/setup.sh --kube     ... + kube-apiserver and etcd built from source (tests)
+#   scripts/setup.sh --kube     ... + a test node: kube-apiserver, etcd, kubelet, controller-
+#                               manager, scheduler, kubectl, helm and promtool built from
+#                               source; containerd, runc, CNI plugins, buildah and debootstrap
+#                               from Debian; the pause, writer and shipper images
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +28,13 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v mvn >/dev/null || missing+=(maven)
 if [ "$want_kube" = 1 ] && ! command -v go >/dev/null && [ ! -x /usr/local/go/bin/go ]; then
   missing+=(golang-go)
+fi
+if [ "$want_kube" = 1 ]; then
+  # The test node (tests/harness/node): runtime, CNI plugins, image tools, iptables (the
+  # kubelet's canary chains), iproute2 (the bridge).
+  for pkg in containerd runc containernetworking-plugins buildah debootstrap iptables iproute2; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
   step "installing ${missing[*]}"
@@ -54,4 +64,6 @@ step "Elasticsearch and OpenSearch test distributions"
 if [ "$want_kube" = 1 ]; then
   step "kube-apiserver and etcd"
   .venv/bin/python -m tests.harness.kube provision
+  step "the test node: kubelet, controller-manager, scheduler, kubectl, helm, promtool, images"
+  .venv/bin/python -m tests.harness.node provision
 fi

@@ -9,6 +9,7 @@ from tests.support import ShipperProcess
 pytest_plugins = [
     "tests.harness.elasticsearch_fixtures",
     "tests.harness.kube_fixtures",
+    "tests.harness.node_fixtures",
 ]
 
 

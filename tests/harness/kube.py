@@ -37,6 +37,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,14 +60,10 @@ def _go() -> str:
     return go
 
 
-def ensure_binaries() -> tuple[Path, Path]:
-    """(etcd, kube-apiserver), built once from the Go module proxy."""
-    target = cache_dir() / "kube" / KUBE_VERSION
-    etcd, apiserver = target / "etcd", target / "kube-apiserver"
-    if etcd.exists() and apiserver.exists():
-        return etcd, apiserver
+def go_env() -> dict[str, str]:
+    """The environment of every harness Go build: one module and build cache, no cgo."""
     go_cache = cache_dir() / "go"
-    env = {
+    return {
         **os.environ,
         "GOMODCACHE": str(go_cache / "mod"),
         "GOCACHE": str(go_cache / "build"),
@@ -75,8 +72,76 @@ def ensure_binaries() -> tuple[Path, Path]:
         "GOFLAGS": "-mod=readonly",
         "CGO_ENABLED": "0",
     }
-    staging = Path(tempfile.mkdtemp(prefix=".kube-", dir=cache_dir()))
-    version_flags = " ".join(
+
+
+@contextlib.contextmanager
+def cache_lock(name: str) -> Iterator[None]:
+    """An exclusive lock under the cache, so concurrent test runs build a thing once."""
+    import fcntl
+
+    path = cache_dir() / f".{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def go_build(
+    module: Path,
+    packages: dict[str, str],
+    target: Path,
+    ldflags: str = "",
+    tags: str = "",
+) -> dict[str, Path]:
+    """Build `packages` ({binary name: import path}) of the Go module in `module` into
+    `target`, once: binaries already there are kept. The missing ones are built by one
+    `go build` (so they share compiled packages) and moved in one by one."""
+    out = {name: target / name for name in packages}
+    if all(p.exists() for p in out.values()):
+        return out
+    with cache_lock(f"build-{target.name}-{target.parent.name}"):
+        missing = {name: pkg for name, pkg in packages.items() if not out[name].exists()}
+        if not missing:
+            return out
+        target.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".build-", dir=target))
+        try:
+            began = time.monotonic()
+            print(
+                f"building {', '.join(missing)} from {module.name}; the first build takes "
+                "minutes...",
+                file=sys.stderr,
+                flush=True,
+            )
+            args = [_go(), "build", "-trimpath", f"-ldflags=-s -w {ldflags}".strip()]
+            if tags:
+                args.append(f"-tags={tags}")
+            if len(missing) == 1:
+                [(name, pkg)] = missing.items()
+                args += ["-o", str(staging / name), pkg]
+            else:
+                # With several packages, -o names a directory and each binary is named
+                # after the last element of its import path.
+                args += ["-o", str(staging) + "/", *missing.values()]
+            subprocess.run(args, cwd=module, env=go_env(), check=True)
+            for name, pkg in missing.items():
+                built = staging / (name if len(missing) == 1 else pkg.rstrip("/").split("/")[-1])
+                os.replace(built, out[name])
+            print(
+                f"built {', '.join(missing)} in {time.monotonic() - began:.0f}s",
+                file=sys.stderr,
+                flush=True,
+            )
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def kube_version_ldflags() -> str:
+    return " ".join(
         f"-X k8s.io/component-base/version.{k}={v}"
         for k, v in (
             ("gitVersion", KUBE_VERSION),
@@ -84,39 +149,37 @@ def ensure_binaries() -> tuple[Path, Path]:
             ("gitMinor", KUBE_VERSION.split(".")[1]),
         )
     )
-    try:
-        for name, package, flags in (
-            ("kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver", version_flags),
-            ("etcd", "go.etcd.io/etcd/server/v3", ""),
-        ):
-            began = time.monotonic()
-            print(
-                f"building {name} ({KUBE_VERSION}); the first build takes minutes...",
-                file=sys.stderr,
-                flush=True,
-            )
-            subprocess.run(
-                [
-                    _go(),
-                    "build",
-                    "-trimpath",
-                    f"-ldflags=-s -w {flags}",
-                    "-o",
-                    str(staging / name),
-                    package,
-                ],
-                cwd=BUILD_DIR,
-                env=env,
-                check=True,
-            )
-            print(f"built {name} in {time.monotonic() - began:.0f}s", file=sys.stderr)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+
+def kube_bin_dir() -> Path:
+    return cache_dir() / "kube" / KUBE_VERSION
+
+
+def ensure_binaries() -> tuple[Path, Path]:
+    """(etcd, kube-apiserver), built once from the Go module proxy."""
+    target = kube_bin_dir()
+    apiserver = go_build(
+        BUILD_DIR,
+        {"kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver"},
+        target,
+        kube_version_ldflags(),
+    )["kube-apiserver"]
+    etcd = go_build(BUILD_DIR, {"etcd": "go.etcd.io/etcd/server/v3"}, target)["etcd"]
     return etcd, apiserver
+
+
+NODE_COMMANDS = {
+    name: f"k8s.io/kubernetes/cmd/{name}"
+    for name in ("kubelet", "kube-controller-manager", "kube-scheduler", "kubectl")
+}
+
+
+def ensure_node_binaries() -> dict[str, Path]:
+    """etcd, kube-apiserver and the rest of a node (kubelet, controller-manager,
+    scheduler, kubectl), all from the same pinned k8s.io/kubernetes."""
+    etcd, apiserver = ensure_binaries()
+    built = go_build(BUILD_DIR, NODE_COMMANDS, kube_bin_dir(), kube_version_ldflags())
+    return {"etcd": etcd, "kube-apiserver": apiserver, **built}
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -126,14 +189,26 @@ def _openssl(*args: str, cwd: Path) -> None:
 class KubeApiServer:
     """etcd + kube-apiserver on loopback; the apiserver can be stopped and started alone."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        address: str = "127.0.0.1",
+        node: str | None = None,
+        tokens: dict[str, tuple[str, str]] | None = None,
+    ) -> None:
+        """`node`: serve a kubelet of that name (Node,RBAC authorization, NodeRestriction,
+        ServiceAccount admission, a client certificate for the kubelet API, a serving
+        certificate for it); `tokens`: more static users, {token: (user, groups)}."""
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.etcd_bin, self.apiserver_bin = ensure_binaries()
+        self.address = address
+        self.node = node
+        self.extra_tokens = dict(tokens or {})
         self.port = free_port()
         self.etcd_port = free_port()
         self.peer_port = free_port()
-        self.url = f"https://127.0.0.1:{self.port}"
+        self.url = f"https://{address}:{self.port}"
         self.token = base64.b32encode(os.urandom(20)).decode().lower()
         self.shipper_token = base64.b32encode(os.urandom(20)).decode().lower()
         self.ca_path = self.workdir / "ca.crt"
@@ -142,6 +217,20 @@ class KubeApiServer:
         self._apiserver: subprocess.Popen[bytes] | None = None
         self._write_files()
         self.kubeconfig_path = self.kubeconfig_for(self.token, "admin")
+
+    def _sign(self, name: str, subject: str, sans: str = "") -> None:
+        """`name`.key and `name`.crt, signed by the test CA."""
+        d = self.workdir
+        _openssl(
+            "req", "-newkey", "rsa:2048", "-nodes", "-subj", subject,
+            "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d,
+        )  # fmt: skip
+        ext = d / f"{name}.ext"
+        ext.write_text(f"subjectAltName={sans}\n" if sans else "basicConstraints=CA:FALSE\n")
+        _openssl(
+            "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", ext.name, "-out", f"{name}.crt", cwd=d,
+        )  # fmt: skip
 
     def _write_files(self) -> None:
         d = self.workdir
@@ -161,43 +250,31 @@ class KubeApiServer:
             "ca.crt",
             cwd=d,
         )
-        (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-        _openssl(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=kube-apiserver",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            cwd=d,
-        )
-        _openssl(
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-            "-out",
-            "server.crt",
-            cwd=d,
-        )
+        sans = ["IP:127.0.0.1", "DNS:localhost"]
+        if self.address != "127.0.0.1":
+            sans.append(f"IP:{self.address}")
+        if self.node is not None:
+            sans += ["DNS:kubernetes", "DNS:kubernetes.default", "DNS:kubernetes.default.svc"]
+            sans.append("IP:10.96.0.1")  # the `kubernetes` Service of the cluster IP range
+        self._sign("server", "/CN=kube-apiserver", ",".join(sans))
+        if self.node is not None:
+            # The apiserver's identity towards the kubelet (logs, exec); the kubelet's own
+            # serving certificate, verified by the apiserver.
+            self._sign("kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client")
+            self._sign(
+                "kubelet-server",
+                f"/CN={self.node}",
+                f"IP:{self.address},IP:127.0.0.1,DNS:{self.node}",
+            )
         _openssl("genrsa", "-out", "sa.key", "2048", cwd=d)
         _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=d)
-        (d / "tokens.csv").write_text(
-            f'{self.token},{ADMIN},1,"system:masters"\n{self.shipper_token},{SHIPPER_USER},2\n'
-        )
+        lines = [
+            f'{self.token},{ADMIN},1,"system:masters"',
+            f"{self.shipper_token},{SHIPPER_USER},2",
+        ]
+        for n, (token, (user, groups)) in enumerate(self.extra_tokens.items(), start=3):
+            lines.append(f'{token},{user},{n},"{groups}"')
+        (d / "tokens.csv").write_text("\n".join(lines) + "\n")
         (d / "audit-policy.yaml").write_text(
             "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\n"
             "rules:\n  - level: Metadata\n"
@@ -277,21 +354,20 @@ class KubeApiServer:
             [
                 str(self.apiserver_bin),
                 f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.address}",
+                f"--advertise-address={self.address}",
                 f"--secure-port={self.port}",
                 f"--tls-cert-file={d / 'server.crt'}",
                 f"--tls-private-key-file={d / 'server.key'}",
                 f"--token-auth-file={d / 'tokens.csv'}",
-                "--authorization-mode=RBAC",
                 f"--service-account-key-file={d / 'sa.pub'}",
                 f"--service-account-signing-key-file={d / 'sa.key'}",
                 "--service-account-issuer=https://kubernetes.default.svc",
                 "--service-cluster-ip-range=10.96.0.0/16",
-                "--disable-admission-plugins=ServiceAccount",
                 f"--audit-policy-file={d / 'audit-policy.yaml'}",
                 f"--audit-log-path={self.audit_log_path}",
                 "--audit-log-mode=blocking",
+                *self._mode_args(),
                 "--v=1",
             ],
             stdout=log,
@@ -306,6 +382,21 @@ class KubeApiServer:
             return False
 
         self._wait(ready, timeout, "kube-apiserver", d / "apiserver.log", self._apiserver)
+
+    def _mode_args(self) -> list[str]:
+        d = self.workdir
+        if self.node is None:
+            # No controller creates default service accounts here.
+            return ["--authorization-mode=RBAC", "--disable-admission-plugins=ServiceAccount"]
+        return [
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            f"--kubelet-client-certificate={d / 'kubelet-client.crt'}",
+            f"--kubelet-client-key={d / 'kubelet-client.key'}",
+            f"--kubelet-certificate-authority={d / 'ca.crt'}",
+            "--kubelet-preferred-address-types=InternalIP",
+            "--allow-privileged=false",
+        ]
 
     def stop_apiserver(self) -> None:
         _terminate(self._apiserver)

@@ -39,11 +39,14 @@ def make_ca(directory: Path, name: str) -> tuple[Path, Path]:
     return cert, key
 
 
-def make_server_cert(directory: Path, ca: tuple[Path, Path]) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and localhost, signed by `ca`."""
+def make_server_cert(
+    directory: Path, ca: tuple[Path, Path], address: str = "127.0.0.1"
+) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1, localhost (and `address`), signed by `ca`."""
     key, csr, cert = directory / "server.key", directory / "server.csr", directory / "server.crt"
     ext = directory / "san.ext"
-    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    extra = f",IP:{address}" if address != "127.0.0.1" else ""
+    ext.write_text(f"subjectAltName=IP:127.0.0.1,DNS:localhost{extra}\n")
     _openssl(
         "req",
         "-newkey",
@@ -79,9 +82,16 @@ def make_server_cert(directory: Path, ca: tuple[Path, Path]) -> tuple[Path, Path
 
 
 class TlsProxy:
-    """https://127.0.0.1:<port> -> upstream, requiring one basic-auth user."""
+    """https://<address>:<port> -> upstream, requiring one basic-auth user."""
 
-    def __init__(self, workdir: Path, upstream: str, username: str, password: str) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        upstream: str,
+        username: str,
+        password: str,
+        address: str = "127.0.0.1",
+    ) -> None:
         if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
             raise RuntimeError("nginx is not installed (scripts/setup.sh installs it)")
         self.workdir = workdir
@@ -89,13 +99,14 @@ class TlsProxy:
         ca = make_ca(workdir, "test-ca")
         self.ca_path = ca[0]
         self.wrong_ca_path = make_ca(workdir, "other-ca")[0]
-        cert, key = make_server_cert(workdir, ca)
+        cert, key = make_server_cert(workdir, ca, address)
         hashed = subprocess.run(
             ["openssl", "passwd", "-apr1", password], check=True, capture_output=True, text=True
         ).stdout.strip()
         (workdir / "htpasswd").write_text(f"{username}:{hashed}\n")
         self.port = free_port()
-        self.url = f"https://127.0.0.1:{self.port}"
+        self.address = address
+        self.url = f"https://{address}:{self.port}"
         user = f"user {ES_USER};" if _es_user() is not None else ""
         for name in ("client", "proxy", "fastcgi", "uwsgi", "scgi"):
             (workdir / f"tmp-{name}").mkdir(exist_ok=True)
@@ -119,7 +130,7 @@ http {{
   uwsgi_temp_path {workdir}/tmp-uwsgi;
   scgi_temp_path {workdir}/tmp-scgi;
   server {{
-    listen 127.0.0.1:{self.port} ssl;
+    listen {address}:{self.port} ssl;
     ssl_certificate {cert};
     ssl_certificate_key {key};
     client_max_body_size 200m;
@@ -146,7 +157,7 @@ http {{
             if self._proc.poll() is not None:
                 raise RuntimeError("nginx exited: " + (workdir / "stderr.log").read_text())
             with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                if s.connect_ex((address, self.port)) == 0:
                     return
             time.sleep(0.05)
         raise RuntimeError("nginx did not start listening")

@@ -1,0 +1,3 @@
+module shipper.test/nodeimages
+
+go 1.26.0
