@@ -218,7 +218,10 @@ class FileStage:
             if ctx is None:
                 self.holding.discard(cursor)
                 continue
-            if ctx.waiting:
+            if ctx.waiting or not cursor.caught_up():
+                # An event waits for its continuation only while that could have been
+                # read: a file not read to its end (reading paused on a full buffer, a
+                # backlog) holds on, or a joined trace or a long line would be cut.
                 continue
             events = self._flush(ctx, ctx.decoder.flush_expired(now))
             if events:

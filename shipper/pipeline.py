@@ -284,6 +284,23 @@ class Pipeline:
 
     # ---- ending ----------------------------------------------------------------------------
 
+    async def _read_deleted(self, deadline: float) -> None:
+        assert self._wake is not None
+        while time.monotonic() < deadline and not self.sink.fatal():
+            now = self.clock()
+            read = self.poll(now)
+            while self.batch_due(now):
+                await self._dispatch()
+            idle = not read and self.room() > 0 and not self.tailer.has_ready()
+            if idle and not self.tailer.read_deleted_first():
+                return  # every deleted file read to its end
+            if read and self.room() > 0:
+                await asyncio.sleep(0)
+                continue
+            with contextlib.suppress(TimeoutError):  # an acknowledgement frees room
+                await asyncio.wait_for(self._wake.wait(), min(0.25, deadline - time.monotonic()))
+            self._wake.clear()
+
     def _once_complete(self) -> bool:
         if self.files.waiting:
             return False
@@ -295,10 +312,19 @@ class Pipeline:
         self.finished_once = True
 
     async def _shutdown(self) -> None:
-        """Deliver what is in flight within the grace period and commit checkpoints."""
+        """Deliver what is in flight within the grace period and commit checkpoints.
+
+        Deleted files still held open are read first, within half the grace: after the
+        process their text is gone (a rolling update while shipper is behind would lose
+        it); everything else stays on disk for the next start."""
+        began = time.monotonic()
+        grace = self.options.shutdown_grace
         try:
+            if self.tailer.read_deleted_first():
+                await self._read_deleted(began + grace / 2)
             await self._dispatch_all()
-            drained = await self.sink.drain(self.options.shutdown_grace)
+            left = max(grace - (time.monotonic() - began), 0.0)
+            drained = await self.sink.drain(left)
             if not drained:
                 log.warning(
                     "shutdown grace period over with documents unacknowledged; they will be "

@@ -171,7 +171,7 @@ class Driver:
                     p.acknowledge(batch)
                 else:
                     self.held.append(batch)
-            if read == 0 and not p.tailer.has_ready():
+            if read == 0 and (not p.tailer.has_ready() or p.room() <= 0):  # idle, or paused
                 break
         return len(self.delivered) - before
 

@@ -305,6 +305,14 @@ class FileCursor:
             pos = start
         return 0
 
+    def caught_up(self) -> bool:
+        """Read to the current end of the file (a closed one cannot tell: False)."""
+        if self._fh is None:
+            return False
+        if self.compressed:
+            return self.eof
+        return os.fstat(self._fh.fileno()).st_size <= self._position
+
     def unread_bytes(self) -> int:
         """Bytes of the file past what was handed out (its size as last seen if closed)."""
         size = self.stat_size()

@@ -74,6 +74,7 @@ class Tailer:
         self._next_glob = 0.0
         self._next_bounds = 0.0
         self.rescans = 0
+        self.deleted_only = False  # stopping: only files that die with the process are read
 
     @property
     def wakeup(self) -> Callable[[], None] | None:
@@ -197,7 +198,10 @@ class Tailer:
             cursor = schedule.pop()
             if cursor is None:
                 break
-            if not groups[cursor.scope].is_head(cursor):
+            if self.deleted_only:
+                if cursor.state is not State.DELETED:
+                    continue
+            elif not groups[cursor.scope].is_head(cursor):
                 continue  # read once the older files of its stream are done
             if not cursor.key and not life.try_key(cursor, now):
                 if not cursor.finished:
@@ -234,6 +238,21 @@ class Tailer:
             return self.clock()
         idle = self.schedule.next_wakeup()
         return min(self.next_discovery(), idle if idle is not None else float("inf"))
+
+    def read_deleted_first(self) -> int:
+        """Stopping: from now on only deleted files held open are read (their descriptors
+        die with the process, and their text with them); returns the bytes they hold."""
+        self.deleted_only = True
+        unread = 0
+        now = self.clock()
+        for cursor in list(self.lifecycle.cursors):
+            if cursor.is_open and cursor.key and cursor.links() == 0:
+                self.lifecycle.set_state(cursor, State.DELETED, now)  # maybe not looked at yet
+                left = cursor.unread_bytes()
+                if left:
+                    unread += left
+                    self.schedule.ready(cursor)
+        return unread
 
     def next_discovery(self) -> float:
         """When the picture is next due to be brought up to date (while reading is paused:
