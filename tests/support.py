@@ -517,3 +517,15 @@ def assert_exactly_once(got: list[int], expected: list[int] | range) -> None:
         f"{len(got)} documents for {len(want)} lines: {len(missing)} missing "
         f"(first {missing[:10]}), {len(extra)} duplicated (first {extra[:10]})"
     )
+
+
+def wait_for_all(
+    client: EsTestClient, index: str, expected: list[int] | range, timeout: float
+) -> None:
+    """Wait until `index` holds as many documents as `expected`; if it never does, fail
+    naming the sequence numbers missing or doubled (not only that time ran out)."""
+    try:
+        wait_for(lambda: client.count(index) >= len(expected), timeout, "every line indexed")
+    except AssertionError:
+        assert_exactly_once(seqs(client, index), expected)
+        raise

@@ -49,6 +49,7 @@ class Lifecycle:
         self.schedule, self.budget, self.stats = schedule, budget, stats
         self.groups = prospector.groups
         self.cursors: set[FileCursor] = set()
+        self.deleted: set[FileCursor] = set()  # deleted files held open (bounded)
         self.out: list[Item] = []  # items produced outside a read (discovery, bounds)
         self.initial = True  # the scan at start-up
         self.fresh = registry.store.fresh  # ... on the very first start on this node
@@ -106,8 +107,9 @@ class Lifecycle:
         cursor.real, cursor.copy, cursor.compressed = cursor.copy, "", True
         cursor.dev, cursor.ino = st.st_dev, st.st_ino
         self.registry.moved(cursor)
-        if cursor.state is State.LIVE:
-            cursor.state = State.ROTATED
+        if cursor.state in (State.LIVE, State.DELETED):
+            cursor.state = State.ROTATED  # its text is in the compressed copy now
+            self.deleted.discard(cursor)
         self.schedule.ready(cursor)
 
     def vanished(self, group: Group, cursor: FileCursor, now: float) -> None:
@@ -271,6 +273,8 @@ class Lifecycle:
     def set_state(self, cursor: FileCursor, state: State, now: float) -> None:
         if cursor.state is state:
             return
+        if state is State.DELETED:
+            self.deleted.add(cursor)
         cursor.state, cursor.state_since = state, now
         self.schedule.ready(cursor)
 
@@ -400,6 +404,7 @@ class Lifecycle:
         self.registry.release(cursor)
         self.schedule.forget(cursor)
         self.cursors.discard(cursor)
+        self.deleted.discard(cursor)
         following = self.groups[cursor.scope].leave(cursor)
         if following is not None:
             self.schedule.ready(following)
@@ -408,16 +413,18 @@ class Lifecycle:
     # ---- bounds -----------------------------------------------------------------------
 
     def check_bounds(self, now: float) -> None:
-        """Deleted files held open past the bounds; closed files whose names stayed gone;
-        checkpoints of texts the runtime deleted."""
-        for cursor, reason in self.budget.over(deleted_open(self.cursors), now):
+        """Deleted files held open past the bounds."""
+        for cursor, reason in self.budget.over(deleted_open(self.deleted), now):
             group = self.groups[cursor.scope]
             if cursor.copy and os.path.basename(cursor.copy) in group.listing:
                 self._close(cursor)
                 self.to_copy(group, cursor, now)
             elif not cursor.finished:
                 self.end(cursor, reason, now)
-        for group in self.groups.values():
+
+    def forget_gone(self, groups: list[Group], now: float) -> None:
+        """Closed files whose names stayed gone; checkpoints of texts the runtime deleted."""
+        for group in groups:
             for key, looks in list(group.gone.items()):
                 if looks < 1:
                     continue  # missing from one listing only

@@ -58,8 +58,23 @@ class Group:
     created: set[str] = field(default_factory=set)  # names (re)created since (events)
     unmatched: dict[str, int] = field(default_factory=dict)  # live name -> matches missed
     looked: bool = False
-    dirty: bool = True
     next_look: float = 0.0
+    # The groups due for a look (shared with the prospector): a pass looks at those only.
+    due: set[Group] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.due.add(self)
+
+    @property
+    def dirty(self) -> bool:
+        return self in self.due
+
+    @dirty.setter
+    def dirty(self, value: bool) -> None:
+        if value:
+            self.due.add(self)
+        else:
+            self.due.discard(self)
 
     def path(self, name: str) -> str:
         return os.path.join(self.scope, name)
@@ -331,6 +346,7 @@ class Prospector:
         self.paths, self.exclude, self.fs = paths, exclude, fs
         self.share = share
         self.groups: dict[str, Group] = {}
+        self.due: set[Group] = set()  # groups to look at
         self._resolved: Resolved = {}
         self._globbed = 0
 
@@ -359,7 +375,7 @@ class Prospector:
         for scope, names in lives.items():
             group = self.groups.get(scope)
             if group is None:
-                group = self.groups[scope] = Group(scope)
+                group = self.groups[scope] = Group(scope, due=self.due)
             for name, live in names.items():
                 group.unmatched.pop(name, None)
                 if group.lives.get(name) != live:

@@ -143,8 +143,8 @@ class Tailer:
                     group.dirty, group.next_look = True, 0.0
             self._next_glob = now + GLOB_INTERVAL
             self.prospector.match(changed)
-        for group in list(groups.values()):
-            if group.dirty and now >= group.next_look:
+        for group in list(self.prospector.due):
+            if now >= group.next_look:
                 changed += self.prospector.look(group, now)
                 looked.append(group)
         life = self.lifecycle
@@ -153,9 +153,10 @@ class Tailer:
             for cursor in list(group.tracked.values()):
                 if cursor.state is State.LIVE and cursor.is_open:
                     life.check_replaced(cursor, now)
-        if glob_now or now >= self._next_bounds:
+        life.forget_gone(looked, now)  # `gone` counts looks: only a look can change it
+        if life.deleted and (glob_now or now >= self._next_bounds):
             self._next_bounds = now + BOUNDS_INTERVAL
-            self.lifecycle.check_bounds(now)
+            life.check_bounds(now)
         if glob_now:
             self._tidy(now)
         self.lifecycle.initial = False
@@ -167,6 +168,7 @@ class Tailer:
         wall = time.time()
         for scope, group in list(groups.items()):
             if group.idle() and not group.done:
+                group.dirty = False
                 del groups[scope]
                 continue
             for cursor in group.tracked.values():
@@ -258,7 +260,7 @@ class Tailer:
         """When the picture is next due to be brought up to date (while reading is paused:
         rotations go on)."""
         times = [self._next_rescan]
-        times += [g.next_look for g in self.prospector.groups.values() if g.dirty]
+        times += [g.next_look for g in self.prospector.due]
         return min(times)
 
     def has_ready(self) -> bool:

@@ -26,6 +26,7 @@ from tests.support import (
     seqs,
     stream_name,
     wait_for,
+    wait_for_all,
     write_lines,
 )
 
@@ -134,7 +135,7 @@ def test_sigkill_every_few_seconds_during_a_run_with_rotations(tmp_path, es_url,
         kills += 1
     written = writer.finish()
     final = ShipperProcess(tmp_path, config).start()
-    wait_for(lambda: es_client.count(ds) >= written, 600, "every line indexed")
+    wait_for_all(es_client, ds, range(written), 600)
     final.metrics_port()  # up and running (its predecessors may have shipped everything)
     assert final.stop() == 0
     assert kills >= scale(5, 20), f"only {kills} kills"
@@ -167,7 +168,7 @@ def test_elasticsearch_killed_and_restarted_twice(tmp_path, es_server_factory):
         shipper.sample_rss()
         server.start()
     written = writer.finish()
-    wait_for(lambda: client.count(ds) >= written, 600, f"{written} documents")
+    wait_for_all(client, ds, range(written), 600)
     shipper.sample_rss()
     assert shipper.stop() == 0
     assert_exactly_once(seqs(client, ds), range(written))
@@ -185,7 +186,7 @@ def test_rotation_storm_100_files_every_100ms(tmp_path, es_url, es_client):
     writer = Writer(dirs, seconds * 10_000, per_round=10, rotate_every=10, pace=0.1, first=first)
     writer.start()
     written = writer.finish()
-    wait_for(lambda: es_client.count(ds) >= written, 600, f"{written} documents")
+    wait_for_all(es_client, ds, range(written), 600)
     metrics = shipper.metrics()
     assert shipper.stop() == 0
     assert_exactly_once(seqs(es_client, ds), range(written))
@@ -244,7 +245,7 @@ def test_rotations_under_two_naming_schemes_through_a_sigkill_and_an_outage(
     expected = list(range(first)) + [
         s for i, w in enumerate(writers) for s in range(first + i * 10_000, written[i])
     ]
-    wait_for(lambda: client.count(ds) >= len(expected), 900, f"{len(expected)} documents")
+    wait_for_all(client, ds, expected, 900)
     metrics = shipper.metrics()
     assert shipper.stop() == 0
     assert_exactly_once(seqs(client, ds), expected)
@@ -347,7 +348,7 @@ def test_long_outage_at_speed_memory_flat_and_reading_resumes(tmp_path, es_serve
     wait_for(lambda: client.count(ds) > count_at_up, 120, "indexing to resume")
     resumed = time.monotonic() - up
     written = writer.finish(900)
-    wait_for(lambda: client.count(ds) >= written, 900, f"{written} documents")
+    wait_for_all(client, ds, range(written), 900)
     assert shipper.stop() == 0
     assert_exactly_once(seqs(client, ds), range(written))
     early = max(rss for t, rss in samples if t <= 15)

@@ -33,6 +33,8 @@ class FakeTransport:
         self.requests: list[tuple[str, str, bytes]] = []
 
     async def request(self, method, path, body=None, params=None, headers=None, timeout=None):
+        if isinstance(body, list):  # a bulk body in pieces
+            body = b"".join(body)
         self.requests.append((method, path, body or b""))
         answer = self.handler(method, path, body or b"")
         if isinstance(answer, BaseException):

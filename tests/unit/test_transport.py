@@ -110,6 +110,23 @@ def test_gzip_bodies_and_fixed_headers_are_sent():
     asyncio.run(main())
 
 
+def test_a_body_in_pieces_arrives_whole_plain_and_gzipped():
+    pieces = [b'{"create":{}}\n{"message":"%d"}\n' % i for i in range(20_000)]  # ~600 KB
+
+    async def main() -> None:
+        async with Server(lambda h, b: ok()) as server:
+            for gzip_bodies in (False, True):
+                transport = HttpTransport([server.url], gzip_bodies=gzip_bodies)
+                await transport.request("POST", "/_bulk", pieces)
+                head, body = server.requests[-1]
+                whole = gzip.decompress(body) if gzip_bodies else body
+                assert whole == b"".join(pieces)
+                assert b"Content-Length: %d\r\n" % len(body) in head
+                await transport.close()
+
+    asyncio.run(main())
+
+
 def test_a_host_that_refuses_is_skipped_with_backoff_and_tried_again_after_it():
     now = [0.0]
 

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import orjson
 
 from shipper.config import ConfigError, Elasticsearch, secret
-from shipper.sinks.elasticsearch.transport import HttpTransport, Response, tls_context
+from shipper.sinks.elasticsearch.transport import Body, HttpTransport, Response, tls_context
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
@@ -25,7 +25,7 @@ class Transport(Protocol):
         self,
         method: str,
         path: str,
-        body: bytes | None = None,
+        body: Body | None = None,
         params: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
         timeout: float | None = None,
@@ -88,7 +88,7 @@ class Client:
             raise ApiError(response.status, response.body, method, path)
         return orjson.loads(response.body) if response.body else {}
 
-    async def bulk(self, path: str, body: bytes, params: dict[str, str]) -> Response:
+    async def bulk(self, path: str, body: Body, params: dict[str, str]) -> Response:
         """POST NDJSON; the raw response (the classifier decides what it means)."""
         return await self.transport.request(
             "POST", path, body, params, {"Accept": JSON, "Content-Type": NDJSON}

@@ -204,11 +204,12 @@ class ElasticsearchSink:
             if not positions:
                 return
             entries = work.batch.entries
-            body = b"".join([entries[p] for p in positions])
+            body = [entries[p] for p in positions]  # written in slices, never joined whole
+            size = work.batch.size if len(body) == len(entries) else sum(map(len, body))
             work.tried += 1
             log.debug(
                 "bulk request",
-                extra={"documents": len(positions), "bytes": len(body), "attempt": attempt + 1},
+                extra={"documents": len(positions), "bytes": size, "attempt": attempt + 1},
             )
             assert self.client is not None
             try:
@@ -226,7 +227,7 @@ class ElasticsearchSink:
                 )
                 positions = self._still_trying(work, positions, "connection")
             else:
-                self.metrics.bytes_sent.inc(len(body))
+                self.metrics.bytes_sent.inc(size)
                 if response.status == 200:
                     positions = await self._judge(work, positions, response.body)
                 else:

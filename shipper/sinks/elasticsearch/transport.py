@@ -25,13 +25,18 @@ import ssl
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
 
 IDLE_SECONDS = 20.0  # an idle connection older than this is closed rather than reused
 MAX_HEADER_BYTES = 64 * 1024
 EXPECT_BYTES = 64 * 1024  # a body this large that breaks the pipe is asked for again
+SLICE_PIECES = 512  # a body given in pieces is written this many at a time (~256 KiB)
+
+# A request body: bytes, or its pieces in order (a bulk request's NDJSON entries): written
+# a slice at a time, never joined whole, so a request in flight costs no copy of its body.
+Body = bytes | Sequence[bytes]
 
 
 class TransportError(Exception):
@@ -170,7 +175,7 @@ class HttpTransport:
         self,
         method: str,
         path: str,
-        body: bytes | None = None,
+        body: Body | None = None,
         params: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
         timeout: float | None = None,
@@ -181,7 +186,7 @@ class HttpTransport:
         extra = b"".join(f"{k}: {v}\r\n".encode() for k, v in (headers or {}).items())
         payload = body
         if body is not None and self._gzip:
-            payload = gzip.compress(body, compresslevel=1)
+            payload = _gzipped(body)
             extra += b"Content-Encoding: gzip\r\n"
         target = path if not params else path + "?" + _query(params)
         limit = timeout if timeout is not None else self.timeout
@@ -219,7 +224,7 @@ class HttpTransport:
         conn: tuple[asyncio.StreamReader, asyncio.StreamWriter, bool],
         method: str,
         target: str,
-        body: bytes | None,
+        body: Body | None,
         extra: bytes,
     ) -> Response:
         reader, writer, reused = conn
@@ -228,11 +233,11 @@ class HttpTransport:
             try:
                 writer.write(head)
                 if body:
-                    writer.write(body)
+                    await _write_body(writer, body)
                 await writer.drain()
             except (OSError, ssl.SSLError):
                 writer.close()
-                if body is None or len(body) < EXPECT_BYTES:
+                if body is None or _length(body) < EXPECT_BYTES:
                     raise
                 # A server refusing a body (413 past http.max_content_length) answers and
                 # closes before reading it; that answer is usually lost with the broken
@@ -252,7 +257,7 @@ class HttpTransport:
         return Response(status, headers, data, host.url)
 
     def _head(
-        self, host: _Host, method: str, target: str, body: bytes | None, extra: bytes
+        self, host: _Host, method: str, target: str, body: Body | None, extra: bytes
     ) -> bytes:
         return b"%s %s%s HTTP/1.1\r\nHost: %s\r\n%s%sContent-Length: %d\r\n\r\n" % (
             method.encode(),
@@ -261,11 +266,11 @@ class HttpTransport:
             host.authority,
             self._fixed,
             extra,
-            len(body) if body is not None else 0,
+            _length(body) if body is not None else 0,
         )
 
     async def _expect_continue(
-        self, host: _Host, method: str, target: str, body: bytes, extra: bytes
+        self, host: _Host, method: str, target: str, body: Body, extra: bytes
     ) -> Response:
         """The request again on a new connection with `Expect: 100-continue`: the body goes
         only after the server's "100 Continue" (or after a second without an answer)."""
@@ -282,7 +287,7 @@ class HttpTransport:
             if interim and not interim.startswith((b"HTTP/1.1 100", b"HTTP/1.0 100")):
                 status, headers, data, _ = await _read_response(reader, method, interim)
                 return Response(status, headers, data, host.url)
-            writer.write(body)
+            await _write_body(writer, body)
             await writer.drain()
             status, headers, data, _ = await _read_response(reader, method)
             return Response(status, headers, data, host.url)
@@ -384,3 +389,23 @@ def _reason(exc: BaseException, reused: bool) -> str:
     else:
         text = f"{exc.__class__.__name__}: {str(exc)[:200]}".rstrip(": ")
     return text + (" (on a reused connection)" if reused else "")
+
+
+def _length(body: Body) -> int:
+    return len(body) if isinstance(body, bytes) else sum(map(len, body))
+
+
+async def _write_body(writer: asyncio.StreamWriter, body: Body) -> None:
+    if isinstance(body, bytes):
+        writer.write(body)
+        return
+    for at in range(0, len(body), SLICE_PIECES):
+        writer.write(b"".join(body[at : at + SLICE_PIECES]))
+        await writer.drain()
+
+
+def _gzipped(body: Body) -> bytes:
+    if isinstance(body, bytes):
+        return gzip.compress(body, compresslevel=1)
+    packer = zlib.compressobj(1, zlib.DEFLATED, 31)  # gzip framing
+    return b"".join([*(packer.compress(part) for part in body), packer.flush()])
