@@ -59,11 +59,12 @@ class Group:
     unmatched: dict[str, int] = field(default_factory=dict)  # live name -> matches missed
     looked: bool = False
     next_look: float = 0.0
-    # The groups due for a look (shared with the prospector): a pass looks at those only.
-    due: set[Group] = field(default_factory=set)
+    # The groups due for a look (shared with the prospector): a pass looks at those only,
+    # in the order they became due (an insertion-ordered dict: output order is stable).
+    due: dict[Group, None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.due.add(self)
+        self.due[self] = None
 
     @property
     def dirty(self) -> bool:
@@ -72,9 +73,9 @@ class Group:
     @dirty.setter
     def dirty(self, value: bool) -> None:
         if value:
-            self.due.add(self)
+            self.due.setdefault(self, None)
         else:
-            self.due.discard(self)
+            self.due.pop(self, None)
 
     def path(self, name: str) -> str:
         return os.path.join(self.scope, name)
@@ -346,7 +347,7 @@ class Prospector:
         self.paths, self.exclude, self.fs = paths, exclude, fs
         self.share = share
         self.groups: dict[str, Group] = {}
-        self.due: set[Group] = set()  # groups to look at
+        self.due: dict[Group, None] = {}  # groups to look at, in the order they became due
         self._resolved: Resolved = {}
         self._globbed = 0
 
