@@ -170,6 +170,9 @@ class PodReport:
     end: int | None = None  # the count its END line gave
     seen: collections.Counter[int] = field(default_factory=collections.Counter)
     wrong: list[str] = field(default_factory=list)  # documents whose text is not the line's
+    split: int = 0  # lines a rotation split in two documents (start and rest)
+    # rests of split lines whose start never arrived (given up with a deleted file)
+    rests_alone: list[str] = field(default_factory=list)
 
     def missing(self) -> list[int]:
         if self.end is None:
@@ -184,20 +187,32 @@ class PodReport:
         return (
             f"{self.pod}: END={self.end}, {sum(self.seen.values())} documents, "
             f"{len(missing)} missing (first {missing[:8]}), {len(doubled)} doubled "
-            f"(first {doubled[:8]}), {len(self.wrong)} with wrong text (first {self.wrong[:2]})"
+            f"(first {doubled[:8]}), {len(self.wrong)} with wrong text (first {self.wrong[:2]}), "
+            f"{self.split} split by a rotation, {len(self.rests_alone)} rests without a start"
         )
 
 
 def ledger(docs: list[dict[str, Any]], traces: dict[str, bool]) -> dict[str, PodReport]:
     """Per pod: which numbers arrived how often, whether each text is the line written.
-    `traces`: {deployment name: writes traces}."""
+    `traces`: {deployment name: writes traces}.
+
+    A long line the runtime split into P...F records across a rotation (it reopens the
+    file between two records) arrives as two documents: its start from the old file,
+    flagged `partial`, and its rest as the first record of the new file. Such a pair
+    counts as the line; a start or a rest without its other half is wrong."""
     out: dict[str, PodReport] = {}
+    rests: dict[str, list[str]] = collections.defaultdict(list)  # pod -> texts at offset 0
+    starts: list[tuple[PodReport, str, str]] = []  # (report, text shipped, line written)
     for doc in docs:
+        pod = (doc.get("kubernetes") or {}).get("pod", {}).get("name", "?")
+        log = doc.get("log") or {}
         parsed = parse(doc["message"])
         if parsed is None:
-            pod = (doc.get("kubernetes") or {}).get("pod", {}).get("name", "?")
+            if log.get("offset") == 0 and not log.get("flags"):
+                rests[pod].append(doc["message"])
+                continue
             report = out.setdefault(pod, PodReport(pod))
-            offset = (doc.get("log") or {}).get("offset")
+            offset = log.get("offset")
             report.wrong.append(f"{doc['message'][:60]!r}... (a piece of a line, offset {offset})")
             continue
         pod, number, end = parsed
@@ -210,11 +225,24 @@ def ledger(docs: list[dict[str, Any]], traces: dict[str, bool]) -> dict[str, Pod
             continue
         deployment = (doc.get("kubernetes") or {}).get("deployment", {}).get("name", "")
         want = expected_message(pod, number, traces.get(deployment, False))
-        if doc["message"] != want:
-            offset = (doc.get("log") or {}).get("offset")
-            report.wrong.append(
-                f"{doc['message'][:60]!r}... ({len(doc['message'])} bytes, offset {offset})"
-            )
+        if doc["message"] == want:
+            continue
+        if "partial" in log.get("flags", ()) and want.startswith(doc["message"]):
+            starts.append((report, doc["message"], want))
+            continue
+        report.wrong.append(
+            f"{doc['message'][:60]!r}... ({len(doc['message'])} bytes, offset {log.get('offset')})"
+        )
+    for report, text, want in starts:
+        rest = want[len(text) :]
+        if rest in rests[report.pod]:
+            rests[report.pod].remove(rest)
+            report.split += 1
+        else:
+            report.wrong.append(f"{text[:60]!r}... (the start of a line, its rest not found)")
+    for pod, texts in rests.items():
+        report = out.setdefault(pod, PodReport(pod))
+        report.rests_alone += texts
     return out
 
 
@@ -305,25 +333,27 @@ def cri_records(path: Path) -> list[tuple[bytes, bool, int]]:
     return out
 
 
-def logical_lines(path: Path) -> list[tuple[str, int, int]]:
-    """(pod, number, bytes in this file) of every line starting in the file (a P... run is
-    one line with its F record)."""
-    out = []
+def logical_lines(paths: list[Path]) -> list[tuple[str, int, dict[Path, int]]]:
+    """(pod, number, bytes in each file) of every line of one container's files, oldest
+    first. A P... run is one line with its F record, even when the runtime reopened the
+    file between them (a rotation splits it: its start in one file, the rest in the next);
+    a trace's continuation lines belong to the line before them."""
+    out: list[tuple[str, int, dict[Path, int]]] = []
     parts: list[bytes] = []
-    size = 0
-    for content, final, n in cri_records(path):
-        parts.append(content)
-        size += n
-        if final:
-            text = b"".join(parts).decode()
-            first = text.split("\n", 1)[0]
+    pieces: dict[Path, int] = {}
+    for path in paths:
+        for content, final, n in cri_records(path):
+            parts.append(content)
+            pieces[path] = pieces.get(path, 0) + n
+            if not final:
+                continue
+            first = b"".join(parts).decode().split("\n", 1)[0]
             with_number = first.split(" ", 2)
             numbered = len(with_number) >= 2 and len(with_number[1]) == 8
             if numbered and with_number[1].isdigit() and not first[:1].isspace():
-                out.append((with_number[0], int(with_number[1]), size))
-            else:  # a continuation line of a trace: part of the line before it
-                if out:
-                    pod, number, before = out[-1]
-                    out[-1] = (pod, number, before + size)
-            parts, size = [], 0
+                out.append((with_number[0], int(with_number[1]), pieces))
+            elif out:  # a continuation line of a trace: part of the line before it
+                for piece, size in pieces.items():
+                    out[-1][2][piece] = out[-1][2].get(piece, 0) + size
+            parts, pieces = [], {}
     return out
