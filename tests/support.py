@@ -22,9 +22,10 @@ import yaml
 
 from parsers.decoder import DecoderOptions
 from shipper.checkpoint import CheckpointStore
+from shipper.controls import Controls
 from shipper.document import DocumentEncoder
 from shipper.kube.fragment import FileNameMetadata
-from shipper.observe import scrape
+from shipper.observe import Metrics, scrape
 from shipper.pipeline import Pipeline, PipelineOptions
 from shipper.sinks.base import Batch
 from shipper.tail.fs import FileSystem
@@ -111,9 +112,13 @@ class Driver:
     buffer_max_bytes: int = 64 << 20
     now: float = 1000.0
     delivered: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    actions: list[dict[str, Any]] = field(default_factory=list)  # of `delivered`, in order
     held: list[Batch] = field(default_factory=list)
     pipeline: Pipeline | None = None
     fs: FileSystem = field(default_factory=FileSystem)
+    controls: Controls | None = None
+    metadata: Any = None  # a MetadataSource; None: file names only
+    metrics: Metrics = field(default_factory=Metrics)
 
     def __post_init__(self) -> None:
         self.start()
@@ -135,12 +140,14 @@ class Driver:
             read_bytes=self.read_bytes,
             buffer_max_bytes=self.buffer_max_bytes,
             batch_max_delay=0.0,
+            controls=self.controls,
         )
         self.pipeline = Pipeline(
             options,
             CollectSink,
             store,
-            FileNameMetadata("node-1"),
+            self.metadata or FileNameMetadata("node-1"),
+            self.metrics,
             clock=lambda: self.now,
             fs=self.fs,
         )
@@ -167,6 +174,9 @@ class Driver:
             p.tick(self.now)
             while (batch := p.take_batch()).parts:
                 self.delivered.extend(documents(batch))
+                self.actions.extend(
+                    orjson.loads(e[: e.index(b"\n")])["create"] for e in batch.entries
+                )
                 if ack:
                     p.acknowledge(batch)
                 else:
