@@ -436,6 +436,40 @@ def es_config(tmp: Path, url: str, ds: str, **sections: dict[str, Any]) -> dict[
     return config
 
 
+def pod_object(
+    namespace: str,
+    name: str,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    owner: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """A Pod as the API returns it, for the container `app` of a KubeletDir(namespace, name)."""
+    meta: dict[str, Any] = {
+        "namespace": namespace,
+        "name": name,
+        "uid": f"uid-{name}",
+        "labels": labels or {},
+        "annotations": annotations or {},
+    }
+    if owner:
+        meta["ownerReferences"] = [{"kind": owner[0], "name": owner[1], "controller": True}]
+    return {
+        "metadata": meta,
+        "spec": {"nodeName": "node-1", "containers": [{"name": "app", "image": "img:1"}]},
+        "status": {
+            "containerStatuses": [
+                {"name": "app", "image": "img:1", "containerID": f"containerd://{CONTAINER_ID}"}
+            ]
+        },
+    }
+
+
+def write_pods_file(path: Path, pods: list[dict[str, Any]]) -> str:
+    """A `kubectl get pods -A -o json` dump of `pods` (kubernetes.pods_file)."""
+    path.write_bytes(orjson.dumps({"apiVersion": "v1", "kind": "List", "items": pods}))
+    return str(path)
+
+
 # ---- Elasticsearch checks ---------------------------------------------------------------
 
 _names = itertools.count()

@@ -12,28 +12,7 @@ from shipper.config import parse_config
 from shipper.controls import line_controls
 from shipper.kube.cache import PodCache
 from shipper.kube.source import KubeMetadata
-from tests.support import CONTAINER_ID, Driver, KubeletDir, write_lines
-
-
-def pod(namespace: str, name: str, labels=None, annotations=None, owner=None) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "namespace": namespace,
-        "name": name,
-        "uid": f"uid-{name}",
-        "labels": labels or {},
-        "annotations": annotations or {},
-    }
-    if owner:
-        meta["ownerReferences"] = [{"kind": owner[0], "name": owner[1], "controller": True}]
-    return {
-        "metadata": meta,
-        "spec": {"nodeName": "node-1", "containers": [{"name": "app", "image": "img:1"}]},
-        "status": {
-            "containerStatuses": [
-                {"name": "app", "image": "img:1", "containerID": f"containerd://{CONTAINER_ID}"}
-            ]
-        },
-    }
+from tests.support import Driver, KubeletDir, pod_object, write_lines
 
 
 def metadata(*pods: dict[str, Any]) -> KubeMetadata:
@@ -58,20 +37,20 @@ def test_each_file_writes_to_its_namespace_stream_with_its_pods_service(tmp_path
     for k in (system, web, plain):
         write_lines(k, 0, 3, text="INFO line")
     pods = metadata(
-        pod(
+        pod_object(
             "kube-system",
             "dns-7d9f-abcde",
             labels={"pod-template-hash": "7d9f"},
             owner=("ReplicaSet", "coredns-7d9f"),
         ),
-        pod(
+        pod_object(
             "web",
             "shop-0",
             labels={"app.kubernetes.io/name": "shop", "app.kubernetes.io/version": "2.1"},
             annotations={"shipper.io/dataset": "Nginx"},
             owner=("StatefulSet", "shop"),
         ),
-        pod("default", "lonely", labels={"app": "lonely-app"}),
+        pod_object("default", "lonely", labels={"app": "lonely-app"}),
     )
     driver = Driver(
         [str(tmp_path / "containers/*.log")],
@@ -104,7 +83,7 @@ def test_each_file_writes_to_its_namespace_stream_with_its_pods_service(tmp_path
 
 def test_a_hint_changed_on_a_running_pod_applies_to_the_next_lines(tmp_path):
     k = KubeletDir(tmp_path, namespace="web", pod="api")
-    original = pod("web", "api")
+    original = pod_object("web", "api")
     pods = metadata(original)
     driver = Driver(
         [str(tmp_path / "containers/*.log")],
