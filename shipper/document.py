@@ -15,8 +15,17 @@ from datetime import UTC, datetime
 import orjson
 
 from parsers.events import INVALID_UTF8, NO_FLAGS, REDACTED, LogEvent
-from parsers.level import detect_level, level_of_fields
+from parsers.level import LEVELS, detect_level, level_of_fields
 from parsers.redact import Redactor
+
+# `,"level":"<level>"` of the normalised levels, made once (None: no field).
+_LEVEL_FIELDS: dict[bytes | None, bytes] = {lv: b',"level":"%s"' % lv for lv in LEVELS}
+_LEVEL_FIELDS[None] = b""
+
+
+def _level(found: bytes | None) -> bytes:
+    """The field of a level outside LEVELS (kept as written under a level key)."""
+    return b',"level":"%s"' % found if found else b""
 
 
 @dataclass(slots=True)
@@ -118,7 +127,7 @@ class DocumentEncoder:
                     flags = (*flags, REDACTED)
             if detect is not None and not extra:
                 found = detect(ev.message)
-            level = b',"level":"%s"' % found if found else b""
+            level = _LEVEL_FIELDS.get(found) or _level(found)
             if flags is NO_FLAGS and id_head is not None and not extra:
                 doc = (
                     b'%s%x"}}\n{"@timestamp":"%s","message":%s,"stream":"%s","log":{"offset":%d%s%s'
