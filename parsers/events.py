@@ -9,6 +9,7 @@ MULTILINE = "multiline"  # several lines joined by a multiline rule
 TRUNCATED = "truncated"  # longer than the event size cap; the rest was dropped and counted
 PARSE_ERROR = "parse_error"  # neither CRI nor docker json-file; message holds the raw line
 INVALID_UTF8 = "invalid_utf8"  # bytes that are not UTF-8 were replaced by U+FFFD when shipped
+REDACTED = "redacted"  # a redaction rule replaced part of the message (or its JSON fields)
 
 NO_FLAGS: tuple[str, ...] = ()
 

@@ -15,6 +15,7 @@ from typing import BinaryIO
 from parsers.decoder import DecoderOptions
 from shipper.checkpoint import CheckpointStore
 from shipper.config import Config, multiline_rule, validate
+from shipper.controls import line_controls, template_patterns
 from shipper.files import MetadataSource
 from shipper.kube.fragment import FileNameMetadata
 from shipper.observe import Metrics, MonitorServer
@@ -72,6 +73,7 @@ def pipeline_options(
         shutdown_grace=cfg.shutdown.grace,
         once=once,
         mark_sent=bool(cfg.elasticsearch.hosts) and cfg.elasticsearch.deterministic_ids,
+        controls=line_controls(cfg),
     )
 
 
@@ -91,7 +93,8 @@ def sink_factory(
     if cfg.elasticsearch.hosts:
         from shipper.sinks.elasticsearch import ElasticsearchSink
 
-        return lambda ack: ElasticsearchSink(cfg.elasticsearch, ack, metrics)
+        patterns = template_patterns(cfg)
+        return lambda ack: ElasticsearchSink(cfg.elasticsearch, ack, metrics, patterns=patterns)
 
     def make(ack: Callable[[Batch], None]) -> Sink:
         def counted(batch: Batch) -> None:
@@ -186,6 +189,7 @@ def summary(m: Metrics) -> dict[str, int]:
         "lines_given_up": int(m.lines_given_up.total()),
         "bytes_given_up": int(m.bytes_given_up.total()),
         "events_excluded": int(m.excluded.total()),
+        "events_throttled": int(m.events_throttled.total()),
     }
 
 

@@ -8,12 +8,24 @@ message, the stream and the offset are written.
 from __future__ import annotations
 
 import calendar
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import orjson
 
-from parsers.events import INVALID_UTF8, NO_FLAGS, LogEvent
+from parsers.events import INVALID_UTF8, NO_FLAGS, REDACTED, LogEvent
+from parsers.level import LEVELS, detect_level, level_of_fields
+from parsers.redact import Redactor
+
+# `,"level":"<level>"` of the normalised levels, made once (None: no field).
+_LEVEL_FIELDS: dict[bytes | None, bytes] = {lv: b',"level":"%s"' % lv for lv in LEVELS}
+_LEVEL_FIELDS[None] = b""
+
+
+def _level(found: bytes | None) -> bytes:
+    """The field of a level outside LEVELS (kept as written under a level key)."""
+    return b',"level":"%s"' % found if found else b""
 
 
 @dataclass(slots=True)
@@ -40,6 +52,9 @@ class DocumentEncoder:
     create`, so a re-sent line is answered 409 instead of being indexed twice. None with
     `actions` on: create with an Elasticsearch-generated id. `index_format` set (strftime
     of the line's UTC date, e.g. "logs-%Y.%m.%d"): the action names a per-day index.
+    `set_stream`: the file's target stream, its fields in every document and (routing) its
+    name in every action. `level`: `log.level` from each message; `redactor`: secrets
+    replaced (and `redacted` flagged) before the message is written.
     """
 
     path: str
@@ -48,8 +63,12 @@ class DocumentEncoder:
     id_prefix: bytes | None = None
     index_format: str | None = None
     parse_json: bool = False  # `shipper.io/parser: json`: JSON messages also go to `json`
+    level: bool = False
+    redactor: Redactor | None = None
     stats: EncodeStats = field(default_factory=EncodeStats)
     _tail: bytes = b""
+    _stream: bytes = b""  # `"data_stream":{...},"event":{...}` of the file's target
+    _index: bytes = b""  # `"_index":"<stream>",` when each action names the target
     _index_actions: dict[bytes, bytes] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -61,9 +80,18 @@ class DocumentEncoder:
         tail = b',"file":{"path":' + orjson.dumps(self.path) + b"}}"
         if metadata:
             tail += b"," + metadata
+        if self._stream:
+            tail += b"," + self._stream
         self._tail = tail + b"}\n"
 
-    def encode(self, events: list[LogEvent], now: bytes, out: list[bytes]) -> int:
+    def set_stream(self, fields: bytes, index: str | None = None) -> None:
+        """The file's target: its document fields (DataStream.fields; b"" for none) and the
+        name each action gives as `_index` (None: the request's default target)."""
+        self._stream = fields
+        self._index = b'"_index":' + orjson.dumps(index) + b"," if index else b""
+        self.set_metadata(self.metadata)
+
+    def encode(self, events: Sequence[LogEvent], now: bytes, out: list[bytes]) -> int:
         """Append one NDJSON entry per event to `out`; return the number of bytes added."""
         tail = self._tail
         dumps = orjson.dumps
@@ -73,43 +101,61 @@ class DocumentEncoder:
         # in one operation.
         id_head = None
         if self.actions and self.id_prefix is not None and self.index_format is None:
-            id_head, action = b'{"create":{"_id":"' + self.id_prefix, None
+            id_head, action = b'{"create":{' + self._index + b'"_id":"' + self.id_prefix, None
         parse_json = self.parse_json
+        detect = detect_level if self.level else None
+        redactor = self.redactor
+        redact = redactor.redact if redactor is not None else None
         for ev in events:
+            message = ev.message
+            flags = ev.flags
+            if redact is not None:
+                message, changed = redact(message)
+                if changed:
+                    flags = (*flags, REDACTED)
             try:
-                text = ev.message.decode()
-                flags = ev.flags
+                text = message.decode()
             except UnicodeDecodeError:
-                text = ev.message.decode("utf-8", "replace")
-                flags = (*ev.flags, INVALID_UTF8)
+                text = message.decode("utf-8", "replace")
+                flags = (*flags, INVALID_UTF8)
             time = ev.time or now
-            extra = _json_field(ev.message) if parse_json else b""
+            found = None
+            extra = b""
+            if parse_json:
+                extra, found, changed = _json_field(ev.message, redactor, detect is not None)
+                if changed and REDACTED not in flags:
+                    flags = (*flags, REDACTED)
+            if detect is not None and not extra:
+                found = detect(ev.message)
+            level = _LEVEL_FIELDS.get(found) or _level(found)
             if flags is NO_FLAGS and id_head is not None and not extra:
                 doc = (
-                    b'%s%x"}}\n{"@timestamp":"%s","message":%s,"stream":"%s","log":{"offset":%d%s'
-                    % (id_head, ev.offset, time, dumps(text), ev.stream, ev.offset, tail)
+                    b'%s%x"}}\n{"@timestamp":"%s","message":%s,"stream":"%s","log":{"offset":%d%s%s'
+                    % (id_head, ev.offset, time, dumps(text), ev.stream, ev.offset, level, tail)
                 )
                 out.append(doc)
                 size += len(doc)
                 continue
             if flags is NO_FLAGS:
-                doc = b'{"@timestamp":"%s","message":%s%s,"stream":"%s","log":{"offset":%d%s' % (
+                doc = b'{"@timestamp":"%s","message":%s%s,"stream":"%s","log":{"offset":%d%s%s' % (
                     time,
                     dumps(text),
                     extra,
                     ev.stream,
                     ev.offset,
+                    level,
                     tail,
                 )
             else:
                 self.stats.count(flags)
                 stream = b',"stream":"%s"' % ev.stream if ev.stream else b""
-                doc = b'{"@timestamp":"%s","message":%s%s%s,"log":{"offset":%d,"flags":%s%s' % (
+                doc = b'{"@timestamp":"%s","message":%s%s%s,"log":{"offset":%d%s,"flags":%s%s' % (
                     time,
                     dumps(text),
                     extra,
                     stream,
                     ev.offset,
+                    level,
                     dumps(flags),
                     tail,
                 )
@@ -122,7 +168,7 @@ class DocumentEncoder:
         return size
 
     def _action_for(self, offset: int, time: bytes) -> bytes:
-        head = b'{"create":{'
+        head = b'{"create":{' + self._index
         if self.index_format is not None:
             head += self._index_action(time[:10])
         if self.id_prefix is None:
@@ -144,17 +190,24 @@ class DocumentEncoder:
         return cached
 
 
-def _json_field(message: bytes) -> bytes:
-    """`,"json":{...}` for a message that is a JSON object, else b""."""
+def _json_field(
+    message: bytes, redactor: Redactor | None, want_level: bool
+) -> tuple[bytes, bytes | None, bool]:
+    """`,"json":{...}` for a message that is a JSON object (else b""), the level its fields
+    give, and whether redaction changed them."""
     if not message.startswith(b"{"):
-        return b""
+        return b"", None, False
     try:
         value = orjson.loads(message)
     except orjson.JSONDecodeError:
-        return b""
+        return b"", None, False
     if not isinstance(value, dict) or not value:
-        return b""
-    return b',"json":' + orjson.dumps(value)
+        return b"", None, False
+    level = level_of_fields(value) if want_level else None
+    changed = False
+    if redactor is not None:
+        value, changed = redactor.redact_fields(value)
+    return b',"json":' + orjson.dumps(value), level, changed
 
 
 def epoch_seconds(ts: bytes | None) -> float:

@@ -1,11 +1,15 @@
 """The per-file stage of the path of a line: decode, enrich, encode.
 
-Each followed file has a context (its decoder, its encoder, its metadata handle), made
-when its first chunk arrives and dropped when the file ends; the contexts live in a map
-kept here, owned by the pipeline. Chunks of a pod whose metadata is not known yet wait
-(bounded by `kubernetes.wait_for_metadata`); decoders holding an unfinished partial or
-multiline event are flushed when it expires. Every chunk becomes a segment of the
-acknowledgement tracker (its documents, maybe none) and its documents go into batches.
+Each followed file has a context (its decoder, its encoder, its metadata handle, its
+target stream and rate limiter), made when its first chunk arrives and dropped when the
+file ends; the contexts live in a map kept here, owned by the pipeline. What depends on
+the config (level detection, routing, limits, redaction) comes in one `Controls`; a file
+takes its part once, and again only when its pod's metadata or the controls change.
+Chunks of a pod whose metadata is not known yet wait (bounded by
+`kubernetes.wait_for_metadata`); decoders holding an unfinished partial or multiline
+event are flushed when it expires. Every chunk becomes a segment of the acknowledgement
+tracker (its documents, maybe none: lines over a rate limit are dropped and counted, the
+offsets still committed) and its documents go into batches.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from parsers.multiline import BUILTIN as MULTILINE_RULES
 from shipper.acks import AckTracker
 from shipper.batching import Batcher
 from shipper.checkpoint import CheckpointStore
+from shipper.controls import ContainerKey, Controls, Throttle
 from shipper.document import DocumentEncoder, EncodeStats, epoch_seconds, utc_now_rfc3339
 from shipper.kube.fragment import MetadataHandle
+from shipper.limits import ContainerLimiter
 from shipper.observe import Metrics
 from shipper.tail.items import Finished, Item, Restarted
 from shipper.tail.reader import Chunk, FileCursor
@@ -53,6 +59,9 @@ class FileContext:
     encoder: DocumentEncoder
     handle: MetadataHandle
     version: int
+    container: ContainerKey
+    controls: Controls | None = None  # the controls its stream and limiter came from
+    limiter: ContainerLimiter | None = None
     skip: bool = False
     waiting: list[Chunk] = field(default_factory=list)
 
@@ -70,6 +79,7 @@ class FileStage:
         clock: Callable[[], float],
         file_filter: Callable[[FileCursor], bool] | None = None,
         line_filter: re.Pattern[bytes] | None = None,
+        controls: Controls | None = None,
     ) -> None:
         self.decoder_options = decoder_options
         self.metadata = metadata
@@ -83,6 +93,12 @@ class FileStage:
         self.waiting: set[FileCursor] = set()  # files whose lines wait for metadata
         self.decoder_dropped = 0  # bytes cut by decoders (size caps, multiline joiner)
         self.encode_stats = EncodeStats()
+        self.controls = controls or Controls()
+        self.throttle = Throttle(metrics)
+
+    def set_controls(self, controls: Controls) -> None:
+        """New controls (a reload): each file takes them with its next chunk."""
+        self.controls = controls
 
     def _context(self, cursor: FileCursor) -> FileContext:
         """A file's decoder and encoder, made when its first chunk arrives."""
@@ -93,8 +109,12 @@ class FileStage:
         encoder = self.make_encoder(cursor.path, handle.fragment, cursor.id_prefix)
         encoder.stats = self.encode_stats
         encoder.parse_json = handle.parser == "json"
-        ctx = FileContext(FileDecoder(self.decoder_options), encoder, handle, handle.version)
+        ref = cursor.ref
+        container = (ref.namespace, ref.pod, ref.container) if ref is not None else ("", "", "")
+        decoder = FileDecoder(self.decoder_options)
+        ctx = FileContext(decoder, encoder, handle, handle.version, container)
         self._apply_multiline_hint(ctx)
+        self._apply_controls(ctx, self.clock())
         if self.file_filter is not None and not self.file_filter(cursor):
             ctx.skip = True
         self.contexts[cursor] = ctx
@@ -106,6 +126,18 @@ class FileStage:
         options = ctx.decoder.options
         if rule is not None and options.multiline is not rule:
             ctx.decoder.options = dataclasses.replace(options, multiline=rule)
+
+    def _apply_controls(self, ctx: FileContext, now: float) -> None:
+        """The file's part of the controls: its stream (fields, `_index`), its limiter."""
+        controls = ctx.controls = self.controls
+        encoder, handle = ctx.encoder, ctx.handle
+        namespace = ctx.container[0]
+        encoder.level = controls.level
+        encoder.redactor = controls.redactor
+        stream = controls.stream(namespace, handle)
+        encoder.set_stream(stream.fields if stream else b"", controls.index_name(stream))
+        limit = controls.limit(namespace, handle)
+        ctx.limiter = self.throttle.acquire(ctx.container, limit, now, ctx.limiter)
 
     def process(self, items: list[Item], now: float) -> None:
         """Decode, enrich and encode a pass of items into segments and batches."""
@@ -127,13 +159,17 @@ class FileStage:
             self._release_waiting(cursor, ctx, now, now_ts)
             if type(item) is Restarted:
                 events = self._flush(ctx, ctx.decoder.flush_all(now))
-                self._emit(ctx, events, item.end, item.key, item.id_prefix, now_ts)
+                self._emit(ctx, events, item.end, item.key, item.id_prefix, now, now_ts)
             elif type(item) is Finished:
                 if cursor.key:  # else its text was handed on by Restarted
                     events = self._flush(ctx, ctx.decoder.flush_all(now))
-                    self._emit(ctx, events, cursor.offset, cursor.key, cursor.id_prefix, now_ts)
+                    self._emit(
+                        ctx, events, cursor.offset, cursor.key, cursor.id_prefix, now, now_ts
+                    )
                 self.holding.discard(cursor)
                 self.metadata.release(cursor.ref, ctx.handle)
+                if ctx.limiter is not None:
+                    self.throttle.release(ctx.container, ctx.limiter)
                 del self.contexts[cursor]
 
     def _flush(self, ctx: FileContext, events: list[LogEvent]) -> list[LogEvent]:
@@ -159,7 +195,7 @@ class FileStage:
         else:
             end = min(pending, chunk.end)
             self.holding.add(cursor)
-        self._emit(ctx, events, end, chunk.key, chunk.id_prefix, now_ts)
+        self._emit(ctx, events, end, chunk.key, chunk.id_prefix, now, now_ts)
 
     def _emit(
         self,
@@ -168,6 +204,7 @@ class FileStage:
         end: int,
         key: str,
         id_prefix: bytes,
+        now: float,
         now_ts: bytes,
     ) -> None:
         encoder = ctx.encoder
@@ -177,6 +214,9 @@ class FileStage:
             ctx.version = handle.version
             encoder.parse_json = handle.parser == "json"
             self._apply_multiline_hint(ctx)
+            self._apply_controls(ctx, now)  # the dataset or rate-limit hint may be new
+        elif ctx.controls is not self.controls:
+            self._apply_controls(ctx, now)
         if encoder.id_prefix is not None and encoder.id_prefix != id_prefix:
             encoder.id_prefix = id_prefix
         if ctx.skip:
@@ -187,6 +227,14 @@ class FileStage:
         elif self.line_filter is not None:
             search = self.line_filter.search
             events = [e for e in events if search(e.message)]
+        limiter = ctx.limiter
+        if limiter is not None and events:
+            kept = limiter.keep(events, now)
+            if kept is not events:
+                dropped = len(events) - len(kept)
+                size = sum(len(e.message) for e in events) - sum(len(e.message) for e in kept)
+                self.throttle.dropped(ctx.container, dropped, size, now)
+                events = list(kept)
         entries: list[bytes] = []
         size = encoder.encode(events, now_ts, entries)
         docs = len(entries)
@@ -229,8 +277,9 @@ class FileStage:
                 end = cursor.offset if pending is None else min(pending, cursor.offset)
                 if pending is None:
                     self.holding.discard(cursor)
-                self._emit(ctx, events, end, cursor.key, cursor.id_prefix, now_ts)
+                self._emit(ctx, events, end, cursor.key, cursor.id_prefix, now, now_ts)
         self.metadata.refresh(now)
+        self.throttle.report(now)
         for cursor in list(self.waiting):
             ctx = self.contexts.get(cursor)
             if ctx is None:
@@ -243,4 +292,5 @@ class FileStage:
         now_ts = utc_now_rfc3339()
         for cursor, ctx in list(self.contexts.items()):
             events = self._flush(ctx, ctx.decoder.flush_all(now))
-            self._emit(ctx, events, cursor.offset, cursor.key, cursor.id_prefix, now_ts)
+            self._emit(ctx, events, cursor.offset, cursor.key, cursor.id_prefix, now, now_ts)
+        self.throttle.report(now, force=True)

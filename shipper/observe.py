@@ -121,6 +121,16 @@ class Metrics:
         self.excluded = c(
             "shipper_events_excluded_total", "Events dropped by a shipper.io/exclude hint."
         )
+        self.events_throttled = c(
+            "shipper_events_throttled_total",
+            "Events dropped by their container's rate limit (limits.*, shipper.io/rate-limit).",
+            ("namespace",),
+        )
+        self.bytes_throttled = c(
+            "shipper_throttled_bytes_total",
+            "Message bytes of the events dropped by rate limits.",
+            ("namespace",),
+        )
         self.rotations = c("shipper_rotations_total", "Rotated files noticed.")
         self.truncations = c("shipper_truncations_total", "Files truncated under the reader.")
         self.metadata_missing = c(

@@ -24,6 +24,7 @@ from parsers.decoder import DecoderOptions
 from shipper.acks import AckTracker
 from shipper.batching import Batcher
 from shipper.checkpoint import CheckpointStore, CheckpointWriter
+from shipper.controls import Controls
 from shipper.files import FileStage, MetadataSource
 from shipper.observe import Metrics
 from shipper.sinks.base import Batch, Sink
@@ -55,6 +56,8 @@ class PipelineOptions:
     # `shipper tail` filters
     file_filter: Callable[[FileCursor], bool] | None = None
     line_filter: re.Pattern[bytes] | None = None
+    # level detection, routing, rate limits, redaction (shipper.controls.line_controls)
+    controls: Controls | None = None
 
 
 class Pipeline:
@@ -93,6 +96,7 @@ class Pipeline:
             clock,
             options.file_filter,
             options.line_filter,
+            options.controls,
         )
         self._stopping = False
         self._wake: asyncio.Event | None = None
@@ -332,6 +336,7 @@ class Pipeline:
                     extra={"in_flight_bytes": self.tracker.in_flight_bytes},
                 )
         finally:
+            self.files.throttle.report(self.clock(), force=True)
             self.tailer.stop()
             self.metadata.stop()
             await self.sink.close()

@@ -22,9 +22,10 @@ import yaml
 
 from parsers.decoder import DecoderOptions
 from shipper.checkpoint import CheckpointStore
+from shipper.controls import Controls
 from shipper.document import DocumentEncoder
 from shipper.kube.fragment import FileNameMetadata
-from shipper.observe import scrape
+from shipper.observe import Metrics, scrape
 from shipper.pipeline import Pipeline, PipelineOptions
 from shipper.sinks.base import Batch
 from shipper.tail.fs import FileSystem
@@ -111,9 +112,13 @@ class Driver:
     buffer_max_bytes: int = 64 << 20
     now: float = 1000.0
     delivered: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    actions: list[dict[str, Any]] = field(default_factory=list)  # of `delivered`, in order
     held: list[Batch] = field(default_factory=list)
     pipeline: Pipeline | None = None
     fs: FileSystem = field(default_factory=FileSystem)
+    controls: Controls | None = None
+    metadata: Any = None  # a MetadataSource; None: file names only
+    metrics: Metrics = field(default_factory=Metrics)
 
     def __post_init__(self) -> None:
         self.start()
@@ -135,12 +140,14 @@ class Driver:
             read_bytes=self.read_bytes,
             buffer_max_bytes=self.buffer_max_bytes,
             batch_max_delay=0.0,
+            controls=self.controls,
         )
         self.pipeline = Pipeline(
             options,
             CollectSink,
             store,
-            FileNameMetadata("node-1"),
+            self.metadata or FileNameMetadata("node-1"),
+            self.metrics,
             clock=lambda: self.now,
             fs=self.fs,
         )
@@ -167,6 +174,9 @@ class Driver:
             p.tick(self.now)
             while (batch := p.take_batch()).parts:
                 self.delivered.extend(documents(batch))
+                self.actions.extend(
+                    orjson.loads(e[: e.index(b"\n")])["create"] for e in batch.entries
+                )
                 if ack:
                     p.acknowledge(batch)
                 else:
@@ -424,6 +434,40 @@ def es_config(tmp: Path, url: str, ds: str, **sections: dict[str, Any]) -> dict[
     config = shipper_config([str(tmp / "containers/*.log")], tmp / "cp", url, **sections)
     config["elasticsearch"]["data_stream"] = ds
     return config
+
+
+def pod_object(
+    namespace: str,
+    name: str,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    owner: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """A Pod as the API returns it, for the container `app` of a KubeletDir(namespace, name)."""
+    meta: dict[str, Any] = {
+        "namespace": namespace,
+        "name": name,
+        "uid": f"uid-{name}",
+        "labels": labels or {},
+        "annotations": annotations or {},
+    }
+    if owner:
+        meta["ownerReferences"] = [{"kind": owner[0], "name": owner[1], "controller": True}]
+    return {
+        "metadata": meta,
+        "spec": {"nodeName": "node-1", "containers": [{"name": "app", "image": "img:1"}]},
+        "status": {
+            "containerStatuses": [
+                {"name": "app", "image": "img:1", "containerID": f"containerd://{CONTAINER_ID}"}
+            ]
+        },
+    }
+
+
+def write_pods_file(path: Path, pods: list[dict[str, Any]]) -> str:
+    """A `kubectl get pods -A -o json` dump of `pods` (kubernetes.pods_file)."""
+    path.write_bytes(orjson.dumps({"apiVersion": "v1", "kind": "List", "items": pods}))
+    return str(path)
 
 
 # ---- Elasticsearch checks ---------------------------------------------------------------

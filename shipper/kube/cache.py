@@ -161,6 +161,11 @@ class PodCache:
             fields.setdefault("container", {})["id"] = ref.container_id
         hint = hints(obj, ref.container)
         handle = use.handle
+        # A changed hint (a rate-limit or dataset annotation on a running pod) is a change
+        # too, even when the fragment stays the same.
+        hinted = (hint.excluded, hint.parser, hint.multiline, hint.dataset, hint.rate_limit)
+        known = (handle.excluded, handle.parser, handle.multiline, handle.dataset)
+        changed = hinted != (*known, handle.rate_limit)
         handle.excluded = hint.excluded
         handle.parser = hint.parser
         handle.multiline = hint.multiline
@@ -173,7 +178,7 @@ class PodCache:
             )
         handle.hint_problems = hint.problems
         handle.resolved = not self.namespaces_pending or ref.namespace in self.namespaces
-        handle.update(serialise(fields))
+        handle.update(serialise(fields), changed)
 
 
 def _key(obj: dict[str, Any]) -> PodKey:

@@ -61,8 +61,9 @@ class MetadataHandle:
     hint_problems: tuple[str, ...] = ()
     wait_until: float = 0.0
 
-    def update(self, fragment: bytes) -> None:
-        if fragment != self.fragment:
+    def update(self, fragment: bytes, changed: bool = False) -> None:
+        """A new fragment (or, `changed`, new hints): files take it with their next chunk."""
+        if changed or fragment != self.fragment:
             self.fragment = fragment
             self.version += 1
 

@@ -422,3 +422,105 @@ def test_with_dated_indices_the_lookup_covers_every_index_of_the_pattern():
     assert [p for p, _ in searched] == ["/logs-app-*.*.*/_search"]  # the template's pattern
     [sent] = transport.bulks("/_bulk")
     assert b'"f-0"' not in sent and len(acked) == 1
+
+
+def routed_batch() -> Batch:
+    """Uncertain documents of three files: two routed streams and the configured one."""
+    b = Batch()
+    b.entries = [
+        b'{"create":{"_index":"logs-t-kube_system","_id":"a-0"}}\n{"message":"a"}\n',
+        b'{"create":{"_index":"logs-t-web","_id":"b-0"}}\n{"message":"b"}\n',
+        b'{"create":{"_id":"c-0"}}\n{"message":"c"}\n',
+        b'{"create":{"_index":"logs-t-kube_system","_id":"a-1"}}\n{"message":"a"}\n',
+    ]
+    segment = Segment("key", 100, 4, sum(map(len, b.entries)))
+    segment.uncertain = True
+    b.add(segment, 4, segment.size)
+    return b
+
+
+def test_routed_documents_are_looked_up_in_the_stream_their_action_names():
+    searched: list[tuple[str, bytes]] = []
+    found = {"/logs-t-kube_system/_search": ["a-1"], "/logs-t-web/_search": ["b-0"]}
+
+    def handler(method, path, body):
+        if path.endswith("/_search"):
+            searched.append((path, body))
+            hits = [{"_id": i} for i in found.get(path, [])]
+            return 200, orjson.dumps({"hits": {"hits": hits}})
+        return lookup(path, body, []) or created(body)
+
+    sink, transport, acked = run(handler, [routed_batch()])
+    looked = {p: orjson.loads(q)["query"]["ids"]["values"] for p, q in searched}
+    assert looked == {
+        "/logs-t-kube_system/_search": ["a-0", "a-1"],
+        "/logs-t-web/_search": ["b-0"],
+        "/logs-t-default/_search": ["c-0"],  # no _index: the request's default target
+    }
+    [sent] = transport.bulks()  # POST /logs-t-default/_bulk, each routed action names its own
+    assert b'"a-0"' in sent and b'"c-0"' in sent and b'"a-1"' not in sent and b'"b-0"' not in sent
+    assert sink.metrics.documents_duplicate.total() == 2 and len(acked) == 1
+
+
+def templates_put(installed: dict | None, patterns: list[str] | None) -> list[dict]:
+    """The document templates a sink PUTs at start, given what is installed."""
+    puts: list[dict] = []
+
+    def handler(method, path, body):
+        if path == "/":
+            return 200, ROOT
+        if path.startswith("/_index_template/shipper-logs-t-default"):
+            if method == "PUT":
+                puts.append(orjson.loads(body))
+                return 200, b"{}"
+            if installed is None:
+                return 404, b"{}"
+            return 200, orjson.dumps({"index_templates": [{"index_template": installed}]})
+        if path.startswith("/_index_template/"):
+            return (404, b"{}") if method == "GET" else (200, b"{}")
+        return created(body)
+
+    async def main() -> None:
+        sink = ElasticsearchSink(
+            config(),
+            lambda b: None,
+            Metrics(),
+            sleep=nothing,
+            transport=FakeTransport(handler),
+            patterns=patterns,
+        )
+        await sink.start()
+        await sink.send(batch(1))
+        assert await sink.drain(10)
+        await sink.close()
+
+    asyncio.run(main())
+    return puts
+
+
+def test_the_template_covers_every_routed_stream_and_maps_the_new_fields_as_keywords():
+    [template] = templates_put(None, ["logs-t-*", "logs-t.*-*"])
+    assert template["index_patterns"] == ["logs-t-*", "logs-t.*-*"]
+    props = template["template"]["mappings"]["properties"]
+    keyword = {"type": "keyword", "ignore_above": 1024}
+    assert props["log"]["properties"]["level"] == keyword
+    assert props["service"]["properties"] == {"name": keyword, "version": keyword}
+    assert props["data_stream"]["properties"] == {
+        "type": keyword,
+        "dataset": keyword,
+        "namespace": keyword,
+    }
+    assert props["event"]["properties"] == {"dataset": keyword}
+
+
+def test_turning_routing_on_widens_an_installed_template_of_the_same_version():
+    from shipper.sinks.elasticsearch.templates import TEMPLATE_VERSION
+
+    narrow = {"version": TEMPLATE_VERSION, "index_patterns": ["logs-t-default"]}
+    [widened] = templates_put(narrow, ["logs-t-*"])
+    assert widened["index_patterns"] == ["logs-t-*"]
+    assert templates_put({**narrow, "index_patterns": ["logs-t-*"]}, ["logs-t-*"]) == []
+    assert templates_put(narrow, None) == []  # routing off: the installed one covers it
+    assert templates_put({"version": TEMPLATE_VERSION + 1, "index_patterns": []}, ["x-*"]) == []
+    [upgraded] = templates_put({"version": TEMPLATE_VERSION - 1, "index_patterns": []}, None)
+    assert upgraded["version"] == TEMPLATE_VERSION

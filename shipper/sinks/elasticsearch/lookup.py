@@ -7,7 +7,8 @@ between the committed offset and the persisted "sent up to" mark, or in a reques
 timed out or lost its connection) is first looked for in the whole target: every backing
 index of the data stream, or every index the dated pattern matches. One refresh and one
 `ids` search per bulk request that holds such documents; documents outside the uncertain
-range never pay for it.
+range never pay for it. With routing, each document is looked for in the stream its
+action names.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ IDS_PER_SEARCH = 5_000  # two copies of each still fit index.max_result_window (
 LENIENT = {"ignore_unavailable": "true", "allow_no_indices": "true"}
 
 
-def entry_id(entry: bytes) -> str | None:
-    """The `_id` of a bulk entry's action line, if it has one."""
+def entry_target(entry: bytes) -> tuple[str | None, str | None]:
+    """The `_index` (None: the request's default target) and `_id` of a bulk entry."""
     action = orjson.loads(entry[: entry.index(b"\n")])
     meta = next(iter(action.values()), None)
-    return meta.get("_id") if isinstance(meta, dict) else None
+    if not isinstance(meta, dict):
+        return None, None
+    return meta.get("_index"), meta.get("_id")
 
 
 async def already_indexed(client: Client, target: str, ids: list[str]) -> set[str]:

@@ -32,7 +32,7 @@ from shipper.sinks.base import Batch
 from shipper.sinks.elasticsearch import classify as verdicts
 from shipper.sinks.elasticsearch.client import ApiError, Client, Transport, error_of, make_transport
 from shipper.sinks.elasticsearch.deadletter import DeadLetters, Letter
-from shipper.sinks.elasticsearch.lookup import already_indexed, entry_id
+from shipper.sinks.elasticsearch.lookup import already_indexed, entry_target
 from shipper.sinks.elasticsearch.queue import BatchQueue, Work
 from shipper.sinks.elasticsearch.startup import (
     Server,
@@ -59,6 +59,7 @@ class ElasticsearchSink:
         sleep: Callable[[float], Any] = asyncio.sleep,
         transport: Transport | None = None,
         clock: Callable[[], float] = time.monotonic,
+        patterns: list[str] | None = None,
     ) -> None:
         self.cfg = cfg
         self._ack = ack
@@ -75,10 +76,14 @@ class ElasticsearchSink:
         self._failing_since: float | None = None
         self._closing = False
         self.target = cfg.index or cfg.data_stream
+        # What the template covers: the target, or every stream routing may name.
+        self.patterns = patterns or target_patterns(cfg.data_stream, cfg.index)
         # Where the uncertain range is looked for: the data stream (all backing indices),
-        # or every index a dated pattern can produce.
+        # or every index a dated pattern can produce. A routed document is looked for in
+        # the stream its action names.
         self._lookup_target = ",".join(target_patterns(cfg.data_stream, cfg.index))
-        # Data stream: POST /<stream>/_bulk. Dated indices: POST /_bulk, _index per action.
+        # Data stream: POST /<stream>/_bulk (routed actions name their own stream as
+        # `_index`). Dated indices: POST /_bulk, _index per action.
         self._bulk_path = "/_bulk" if cfg.index else f"/{cfg.data_stream}/_bulk"
         self._last_log: dict[str, float] = {}
         self.dead_letters: DeadLetters | None = None
@@ -154,7 +159,7 @@ class ElasticsearchSink:
             try:
                 self.server = await detect(self.client)
                 if self.cfg.install_template:
-                    await install_templates(self.client, self.cfg, self.server)
+                    await install_templates(self.client, self.cfg, self.server, self.patterns)
                 self._ready_once = True
                 log.info(
                     "elasticsearch ready",
@@ -245,12 +250,21 @@ class ElasticsearchSink:
         if not uncertain or not self.cfg.deterministic_ids:
             return positions
         entries = work.batch.entries
-        ids = {p: entry_id(entries[p]) for p in uncertain}
+        ids: dict[int, str | None] = {}
+        # Each document is looked for where it was sent: its own stream when its action
+        # names one (routing), else the configured target. Dated indices: the pattern.
+        by_target: dict[str, list[str]] = {}
+        for p in uncertain:
+            index, id_ = entry_target(entries[p])
+            ids[p] = id_
+            if id_:
+                where = self._lookup_target if self.cfg.index or not index else index
+                by_target.setdefault(where, []).append(id_)
         assert self.client is not None
         try:
-            found = await already_indexed(
-                self.client, self._lookup_target, [i for i in ids.values() if i]
-            )
+            found: set[str] = set()
+            for where, wanted in by_target.items():
+                found |= await already_indexed(self.client, where, wanted)
         except (TransportError, ApiError) as exc:
             self._failing()
             self._log_retry("looking up re-sent documents failed; retrying", exc)

@@ -71,8 +71,13 @@ async def detect(client: Client) -> Server:
     return Server(ELASTICSEARCH, version)  # OpenSearch always has `GET /`
 
 
-async def install_templates(client: Client, cfg: Elasticsearch, server: Server) -> None:
-    """The document and dead-letter templates, unless the same or a newer version is in."""
+async def install_templates(
+    client: Client, cfg: Elasticsearch, server: Server, patterns: list[str] | None = None
+) -> None:
+    """The document and dead-letter templates, unless the same or a newer version is in
+    (covering the same patterns: turning routing on widens the installed template).
+
+    `patterns`: every stream routing may write to; None: the configured target."""
     target = cfg.index or cfg.data_stream
     ilm = cfg.ilm_policy
     if ilm and server.engine == OPENSEARCH:
@@ -83,7 +88,7 @@ async def install_templates(client: Client, cfg: Elasticsearch, server: Server) 
         ilm = ""
     wanted = {
         template_name(target): document_template(
-            target_patterns(cfg.data_stream, cfg.index),
+            patterns or target_patterns(cfg.data_stream, cfg.index),
             data_stream=not cfg.index,
             failure_store=server.has_failure_store and not cfg.index,
             ilm_policy=ilm,
@@ -93,10 +98,13 @@ async def install_templates(client: Client, cfg: Elasticsearch, server: Server) 
     }
     for name, body in wanted.items():
         found = await client.json("GET", f"/_index_template/{name}", missing_ok=True)
-        installed = -1
+        installed, covered = -1, []
         if found:
-            installed = found["index_templates"][0]["index_template"].get("version", 0)
-        if installed >= TEMPLATE_VERSION:
+            template = found["index_templates"][0]["index_template"]
+            installed = template.get("version", 0)
+            covered = template.get("index_patterns") or []
+        newer = installed > TEMPLATE_VERSION
+        if newer or (installed == TEMPLATE_VERSION and set(body["index_patterns"]) <= set(covered)):
             continue
         await client.json("PUT", f"/_index_template/{name}", body)
         log.info("index template installed", extra={"template": name, "version": TEMPLATE_VERSION})

@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-TEMPLATE_VERSION = 2  # 2: one dynamic template per path (OpenSearch takes no path lists)
+# 2: one dynamic template per path (OpenSearch takes no path lists); 3: log.level,
+# service.*, data_stream.*, event.dataset
+TEMPLATE_VERSION = 3
 
 
 def template_name(target: str) -> str:
@@ -55,10 +57,17 @@ def document_mappings(engine: str = "elasticsearch") -> dict[str, Any]:
                 "properties": {
                     "offset": {"type": "long"},
                     "flags": _KEYWORD,
+                    "level": _KEYWORD,
                     "file": {"properties": {"path": _KEYWORD}},
                 }
             },
             "host": {"properties": {"name": _KEYWORD}},
+            "service": {"properties": _keywords("name", "version")},
+            # keyword, not constant_keyword as in the stack's logs-*-* template: the same
+            # on OpenSearch, and a document whose value differs from its index's first
+            # (a reroute, a reindex) is still indexed instead of rejected.
+            "data_stream": {"properties": _keywords("type", "dataset", "namespace")},
+            "event": {"properties": _keywords("dataset")},
             "container": {
                 "properties": {
                     **_keywords("id", "runtime"),
