@@ -177,6 +177,10 @@ card_bodies = st.tuples(
 def test_a_card_number_passing_luhn_is_redacted_and_nothing_else(body, sep, before, after):
     number = card_number(body)
     written = sep.join(number[i : i + 4] for i in range(0, len(number), 4))
+    if after[:1].isdigit():
+        # "4111 1111 1111 1111 200" may itself be a 19-digit card (the longest stretch
+        # passing Luhn is taken): a word keeps the number after it apart
+        after = f"ok {after}"
     out, changed = ALL.redact(f"{before} {written} {after}".encode())
     assert out == f"{before} [REDACTED] {after}".encode() and changed
 
