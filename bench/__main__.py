@@ -259,6 +259,8 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=ROOT / "docs/benchmarks.md")
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args()
+    if args.fluent_bit is not None and not os.access(args.fluent_bit.expanduser(), os.X_OK):
+        parser.error(f"--fluent-bit {args.fluent_bit}: not an executable file")
     work = args.work or Path(tempfile.mkdtemp(prefix="shipper-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     command = " ".join(["python -m bench", *sys.argv[1:]])

@@ -159,17 +159,23 @@ def run_fluent_bit(
     stats = get_json(url + "/_bench/stats")
     if stats["documents"] != lines:
         raise SystemExit(f"fluent-bit delivered {stats['documents']} documents for {lines} lines")
-    return {"cpu_s": cpu, "wall_s": wall, "peak_rss_mib": rss / 1024, "sample": stats["sample"]}
+    return {
+        "cpu_s": cpu,
+        "wall_s": wall,
+        "peak_rss_mib": rss / 1024,
+        "bulk_bytes": stats["bytes"],
+        "sample": stats["sample"],
+    }
 
 
 def run_shipper(work: Path, root: Path, url: str, pods: Path | None, lines: int) -> dict[str, Any]:
     get_json(url + "/_bench/reset", "POST")
     globs = [str(root / "var/log/containers/*.log")]
     cpu, wall, rss = run_once(config(work, globs, url, str(pods) if pods else None))
-    documents = get_json(url + "/_bench/stats")["documents"]
-    if documents != lines:
-        raise SystemExit(f"shipper delivered {documents} documents for {lines} lines")
-    return {"cpu_s": cpu, "wall_s": wall, "peak_rss_mib": rss / 1024}
+    stats = get_json(url + "/_bench/stats")
+    if stats["documents"] != lines:
+        raise SystemExit(f"shipper delivered {stats['documents']} documents for {lines} lines")
+    return {"cpu_s": cpu, "wall_s": wall, "peak_rss_mib": rss / 1024, "bulk_bytes": stats["bytes"]}
 
 
 def measure(
@@ -205,6 +211,7 @@ def measure(
                 "cpu_s_runs": [r["cpu_s"] for r in results],
                 "wall_s": statistics.median(r["wall_s"] for r in results),
                 "peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in results),
+                "bulk_bytes_per_line": statistics.median(r["bulk_bytes"] for r in results) / lines,
                 "lines_per_cpu_s": lines / cpu,
             }
         row["ratio"] = row["shipper"]["lines_per_cpu_s"] / row["fluent-bit"]["lines_per_cpu_s"]
@@ -235,15 +242,17 @@ def report(r: dict[str, Any] | None) -> list[str]:
         f"interleaved, median of {RUNS}. `bench/fluentbit.py`.",
         "",
         "| workload | lines | shipper lines/CPU-s | Fluent Bit lines/CPU-s | ratio "
-        "| shipper CPU s | Fluent Bit CPU s | shipper / Fluent Bit peak RSS MiB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| shipper CPU s | Fluent Bit CPU s | `_bulk` bytes a line, shipper / Fluent Bit "
+        "| peak RSS MiB, shipper / Fluent Bit |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in r["rows"]:
         s, f = row["shipper"], row["fluent-bit"]
         out.append(
             f"| {row['case']} | {row['lines']:,} | {s['lines_per_cpu_s']:,.0f} | "
             f"{f['lines_per_cpu_s']:,.0f} | {row['ratio']:.2f} | {s['cpu_s']:.2f} | "
-            f"{f['cpu_s']:.2f} | {s['peak_rss_mib']:.0f} / {f['peak_rss_mib']:.0f} |"
+            f"{f['cpu_s']:.2f} | {s['bulk_bytes_per_line']:.0f} / {f['bulk_bytes_per_line']:.0f} | "
+            f"{s['peak_rss_mib']:.0f} / {f['peak_rss_mib']:.0f} |"
         )
     out.append("")
     return out

@@ -82,7 +82,7 @@ def test_partial_run_keeps_other_sections_and_the_analysis(tmp_path: Path):
     out = tmp_path / "b.md"
     report.write({"machine": "m", "command": "first", "parse": PARSE}, out)
     out.write_text(out.read_text() + "\n" + report.MARKER + "\nhand-written\n")
-    row = {"cpu_s": 2.0, "lines_per_cpu_s": 5.0, "peak_rss_mib": 9.0, "wall_s": 1.0}
+    row = {"cpu_s": 2.0, "lines_per_cpu_s": 5.0, "peak_rss_mib": 9.0, "bulk_bytes_per_line": 3.0}
     side = {
         "version": "Fluent Bit v5.1.1",
         "flags": "-DFLB_RELEASE=On",
