@@ -1,6 +1,6 @@
 """The benchmark harness: measures shipper and writes docs/benchmarks.md.
 
-    python -m bench [--lines N] [--only NAME ...] [--output docs/benchmarks.md]
+    python -m bench [--lines N] [--only NAME ...] [--fluent-bit PATH] [--output FILE]
 
 Every figure comes from a real `shipper run` process:
 
@@ -8,174 +8,57 @@ Every figure comes from a real `shipper run` process:
   kernel (user + system), into bench.endpoint answering `_bulk` instantly, and into a real
   local Elasticsearch; start-up (imports, template calls) measured on an empty tree and
   reported apart;
+- side by side with Fluent Bit (`--fluent-bit PATH`, bench.fluentbit): the same trees and
+  endpoint, interleaved runs, lines per CPU-second of each and their ratio;
 - memory: peak RSS (VmHWM) following 10 and 1,000 files, and idle CPU once caught up;
 - delay: lines written at a fixed rate, each stamped with the time of writing; the delay to
   the answer of Elasticsearch's `_bulk` (the acknowledgement) is recorded per document by
   bench.endpoint in forward mode; the CPU shipper used at that rate is read from /proc.
+
+A run of only some (`--only fluent-bit`) rewrites their tables and keeps the others.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
-import yaml
 
-from bench import loadgen, uncertain, workers
+from bench import fluentbit, loadgen, report, uncertain, workers
 from bench.parse import run as parse_bench
-from shipper.observe import scrape
-from tests.harness.elasticsearch import ElasticsearchServer, free_port
+from bench.processes import (
+    ROOT,
+    config,
+    cpu_seconds,
+    daemon,
+    elasticsearch,
+    endpoint,
+    get_json,
+    metrics,
+    peak_rss_kib,
+    run_child,
+    run_once,
+    wait_for,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-TICKS = os.sysconf("SC_CLK_TCK")
-MARKER = "<!-- analysis: kept by the harness when it rewrites the tables -->"
-
-
-# ---- processes ------------------------------------------------------------------------
-
-
-@contextmanager
-def endpoint(forward: str | None = None) -> Iterator[str]:
-    """bench.endpoint in its own process; yields its URL."""
-    port = free_port()
-    args = [sys.executable, "-m", "bench.endpoint", "--port", str(port)]
-    if forward:
-        args += ["--forward", forward]
-    proc = subprocess.Popen(args, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait(lambda: _get(url + "/_bench/stats") is not None, 30, "bench endpoint")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-@contextmanager
-def elasticsearch() -> Iterator[str]:
-    workdir = Path(tempfile.mkdtemp(prefix="shipper-bench-es-"))
-    server = ElasticsearchServer(workdir, heap="1g")
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _get(url: str, method: str = "GET") -> Any:
-    try:
-        request = urllib.request.Request(url, method=method)
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return orjson.loads(response.read())
-    except OSError:
-        return None
-
-
-def _wait(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise SystemExit(f"timed out waiting for {what}")
-
-
-def config(work: Path, globs: list[str], url: str, pods_file: str | None, **elastic: Any) -> Path:
-    checkpoint = work / f"cp-{time.monotonic_ns()}"
-    cfg: dict[str, Any] = {
-        "inputs": {"paths": globs},
-        "checkpoint": {"path": str(checkpoint)},
-        "kubernetes": {"enabled": pods_file is not None, "node_name": "node-1"},
-        # A fresh data stream per run: a second run into the same one would only meet 409s.
-        "elasticsearch": {
-            "hosts": [url],
-            "data_stream": f"logs-bench{time.monotonic_ns()}-default",
-            **elastic,
-        },
-        "metrics": {"listen": "127.0.0.1:0"},
-        "logging": {"level": "warning"},
-    }
-    if pods_file:
-        cfg["kubernetes"]["pods_file"] = pods_file
-    path = work / f"bench-{time.monotonic_ns()}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def run_once(cfg: Path) -> tuple[float, float, int]:
-    """(CPU seconds, wall seconds, peak RSS KiB) of `shipper run --once`."""
-    began = time.monotonic()
-    usage = _run([sys.executable, "-m", "shipper", "run", "--once", "--config", str(cfg)])
-    return usage.ru_utime + usage.ru_stime, time.monotonic() - began, usage.ru_maxrss
-
-
-def _run(args: list[str]) -> Any:
-    """Run a child to its end; its resource usage (fails unless it exited 0)."""
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(args[:4])} exited {proc.returncode}")
-    return usage
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def peak_rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
-
-
-def metrics(proc: subprocess.Popen[bytes], log: Path) -> dict[str, float]:
-    port = None
-    for line in log.read_text().splitlines():
-        if "monitoring endpoint listening" in line:
-            port = int(orjson.loads(line)["address"].rsplit(":", 1)[1])
-    if port is None:
-        return {}
-    return scrape(f"127.0.0.1:{port}")
-
-
-@contextmanager
-def daemon(cfg: Path, work: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
-    log = work / f"shipper-{time.monotonic_ns()}.log"
-    text = cfg.read_text().replace("level: warning", "level: info")
-    cfg.write_text(text)
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "shipper", "run", "--config", str(cfg)],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-        try:
-            yield proc, log
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(120)
-
-
-# ---- measurements -----------------------------------------------------------------------
+SECTIONS = (
+    "parse",
+    "throughput",
+    "fluent-bit",
+    "workers",
+    "elasticsearch",
+    "memory",
+    "delay",
+    "storm",
+    "uncertain",
+)
 
 
 def throughput(
@@ -226,7 +109,7 @@ def floor(tree: dict[str, Any], root: Path, url: str) -> dict[str, Any]:
 
 
 def _cpu_of(args: list[str]) -> float:
-    usage = _run(args)
+    usage = run_child(args)
     return usage.ru_utime + usage.ru_stime
 
 
@@ -243,7 +126,7 @@ def memory(work: Path, files: int, url: str) -> dict[str, Any]:
                 and m.get("shipper_in_flight_bytes", 1) == 0
             )
 
-        _wait(shipped, 600, f"{files} files shipped")
+        wait_for(shipped, 600, f"{files} files shipped")
         cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
         time.sleep(20)  # idle: caught up, nothing new written
         idle = (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
@@ -280,21 +163,23 @@ def delay(work: Path, rate: int, es_url: str, seconds: float) -> dict[str, Any]:
     with endpoint(forward=es_url) as url:
         cfg = config(work, [str(root / "containers/*.log")], url, None)
         with daemon(cfg, work) as (proc, log):
-            _wait(lambda: metrics(proc, log).get("shipper_sink_up") == 1, 120, "sink ready")
+            wait_for(lambda: metrics(proc, log).get("shipper_sink_up") == 1, 120, "sink ready")
             writer = loadgen.RateWriter(files, rate)
             writer.run(2)  # warm-up, not counted
-            _wait(lambda: _get(url + "/_bench/stats")["documents"] >= writer.written, 60, "warm")
-            _get(url + "/_bench/reset", "POST")
+            wait_for(
+                lambda: get_json(url + "/_bench/stats")["documents"] >= writer.written, 60, "warm"
+            )
+            get_json(url + "/_bench/reset", "POST")
             cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
             before = writer.written
             writer.run(seconds)
-            _wait(
-                lambda: _get(url + "/_bench/stats")["documents"] >= writer.written - before,
+            wait_for(
+                lambda: get_json(url + "/_bench/stats")["documents"] >= writer.written - before,
                 120,
                 "all lines acknowledged",
             )
             cores = (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
-            stats = _get(url + "/_bench/stats")
+            stats = get_json(url + "/_bench/stats")
     delays = sorted(stats["delays"])
     return {
         "rate": rate,
@@ -313,13 +198,13 @@ def storm(work: Path, url: str, seconds: float) -> dict[str, Any]:
     lives = live_files(root, "storm", 100)
     cfg = config(work, [str(root / "containers/*.log")], url, None)
     with daemon(cfg, work) as (proc, log):
-        _wait(lambda: metrics(proc, log).get("shipper_sink_up") == 1, 120, "sink ready")
-        _get(url + "/_bench/reset", "POST")
+        wait_for(lambda: metrics(proc, log).get("shipper_sink_up") == 1, 120, "sink ready")
+        get_json(url + "/_bench/reset", "POST")
         writer = loadgen.StormWriter(lives)
         cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
         writer.run(seconds)
         written_at = time.monotonic()
-        _wait(
+        wait_for(
             lambda: (
                 metrics(proc, log).get("shipper_lines_read_total", 0) >= writer.written
                 and metrics(proc, log).get("shipper_in_flight_bytes", 1) == 0
@@ -342,23 +227,8 @@ def storm(work: Path, url: str, seconds: float) -> dict[str, Any]:
     }
 
 
-# ---- report -------------------------------------------------------------------------------
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    mem = int(Path("/proc/meminfo").read_text().split()[1]) // (1 << 20)
-    return (
-        f"{model}, {os.cpu_count()} cores, {mem} GiB; {platform.system()} "
-        f"{platform.release()}; Python {platform.python_version()}"
-    )
-
-
 def tree_bytes(root: Path) -> int:
+    """Bytes of every container log (and rotation) under `root`."""
     return sum(f.stat().st_size for f in (root / "var/log/pods").rglob("*.log*") if f.is_file())
 
 
@@ -369,24 +239,32 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="*",
-        default=[
-            "parse",
-            "throughput",
-            "workers",
-            "elasticsearch",
-            "memory",
-            "delay",
-            "storm",
-            "uncertain",
-        ],
+        default=list(SECTIONS),
+        choices=SECTIONS,
+        metavar="SECTION",
+        help=f"what to measure (default: all): {', '.join(SECTIONS)}",
+    )
+    parser.add_argument(
+        "--fluent-bit",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="a Fluent Bit binary to measure side by side (none: the report says so)",
+    )
+    parser.add_argument(
+        "--fluent-bit-flags",
+        default=None,
+        help="how that binary was built (text or a file; default: a cmake-flags.txt near it)",
     )
     parser.add_argument("--output", type=Path, default=ROOT / "docs/benchmarks.md")
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args()
+    if args.fluent_bit is not None and not os.access(args.fluent_bit.expanduser(), os.X_OK):
+        parser.error(f"--fluent-bit {args.fluent_bit}: not an executable file")
     work = args.work or Path(tempfile.mkdtemp(prefix="shipper-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     command = " ".join(["python -m bench", *sys.argv[1:]])
-    results: dict[str, Any] = {"machine": machine(), "command": command}
+    results: dict[str, Any] = {"machine": report.machine(), "command": command}
 
     if "parse" in args.only:
         results["parse"] = parse_bench()
@@ -425,6 +303,15 @@ def main() -> None:
             print(rows[-1], flush=True)
         results["throughput"] = rows
 
+    if "fluent-bit" in args.only:
+        if args.fluent_bit is None:
+            print("fluent-bit: not measured (no --fluent-bit PATH given)", flush=True)
+        else:
+            with endpoint() as url:
+                results["fluent-bit"] = fluentbit.measure(
+                    work, tree, url, args.fluent_bit, args.fluent_bit_flags
+                )
+
     if "workers" in args.only:
         with endpoint() as url:
             root, made = tree("mixed")
@@ -460,123 +347,8 @@ def main() -> None:
         print(results["storm"], flush=True)
 
     (work / "results.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    kept = ""
-    if args.output.exists():  # the hand-written analysis below the marker is kept
-        old = args.output.read_text()
-        if MARKER in old:
-            kept = old[old.index(MARKER) :]
-    args.output.write_text(report(results) + ("\n" + kept if kept else ""))
+    report.write(results, args.output)
     print(f"wrote {args.output} (raw figures in {work / 'results.json'})")
-
-
-def report(r: dict[str, Any]) -> str:
-    out = [
-        "# Benchmarks",
-        "",
-        f"Machine: {r['machine']}.",
-        f"Command: `{r['command']}` (`make bench` runs `python -m bench`).",
-        "",
-    ]
-    if "parse" in r:
-        p = r["parse"]
-        out += [
-            "## Parsing alone (in process)",
-            "",
-            f"- CRI decode: {p['parse_lines_per_cpu_second']:,.0f} lines per CPU-second",
-            f"- decode + document encode: {p['parse_and_encode_lines_per_cpu_second']:,.0f}",
-            "",
-        ]
-    for key, title in (
-        ("throughput", "Throughput into an instant `_bulk` endpoint (`bench/endpoint.py`)"),
-        ("elasticsearch", "Throughput into a real local Elasticsearch (one node, same machine)"),
-    ):
-        if key not in r:
-            continue
-        out += [
-            f"## {title}",
-            "",
-            "`shipper run --once` over the whole tree; CPU = user + system time of the shipper "
-            "process; *net* leaves out start-up (imports, template calls), measured on an empty "
-            "tree.",
-            "",
-            "| workload | lines | CPU s | start-up CPU s | lines/CPU-s | lines/CPU-s net "
-            "| MiB/CPU-s net | wall s | peak RSS MiB |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for row in r[key]:
-            out.append(
-                f"| {row['case']} | {row['lines']:,} | {row['cpu_s']:.2f} | "
-                f"{row['startup_cpu_s']:.2f} | {row['lines_per_cpu_s']:,.0f} | "
-                f"{row['lines_per_cpu_s_net']:,.0f} | {row['mib_per_cpu_s']:.1f} | "
-                f"{row['wall_s']:.1f} | {row['peak_rss_mib']:.0f} |"
-            )
-        out.append("")
-    if "workers" in r:
-        out += workers.report(r["workers"])
-    if "memory" in r:
-        out += [
-            "## Memory and idle cost",
-            "",
-            "| files followed | records | peak RSS MiB | idle CPU (cores) |",
-            "|---:|---:|---:|---:|",
-        ]
-        for row in r["memory"]:
-            out.append(
-                f"| {row['files']:,} | {row['records']:,} | {row['peak_rss_mib']:.1f} | "
-                f"{row['idle_cores']:.4f} |"
-            )
-        out.append("")
-    if "delay" in r:
-        out += [
-            "## Delay from line written to acknowledged (real Elasticsearch)",
-            "",
-            "| rate (lines/s) | lines measured | p50 s | p99 s | max s | CPU (cores) |",
-            "|---:|---:|---:|---:|---:|---:|",
-        ]
-        for row in r["delay"]:
-            out.append(
-                f"| {row['rate']:,} | {row['lines']:,} | {row['p50_s']:.3f} | "
-                f"{row['p99_s']:.3f} | {row['max_s']:.3f} | {row['cores']:.3f} |"
-            )
-        out.append("")
-    if "storm" in r:
-        row = r["storm"]
-        out += [
-            "## Rotation storm (instant endpoint)",
-            "",
-            "100 files, each rotated every 100 ms after 10 lines (rename, previous rotation "
-            "gzip-compressed, all rotations kept), 10k lines/s in total. *Behind* is how long "
-            "after the last line was written every line had been shipped.",
-            "",
-            "| seconds | lines | rotations | lines read | CPU (cores) | behind s | peak RSS MiB |",
-            "|---:|---:|---:|---:|---:|---:|---:|",
-            f"| {row['seconds']:.0f} | {row['lines']:,} | {row['rotations']:,} | "
-            f"{row['read']:,.0f} | {row['cores']:.3f} | {row['behind_s']:.1f} | "
-            f"{row['peak_rss_mib']:.1f} |",
-            "",
-        ]
-    if "uncertain" in r:
-        u = r["uncertain"]
-        out += [
-            f"## A restart with {u['mib']} MiB in flight (real Elasticsearch)",
-            "",
-            'The committed offsets moved back by that much below the "sent up to" marks, as '
-            "after a SIGKILL: *lookup* checks every re-read document against the whole data "
-            "stream before writing (what shipper does); *409 only* sends them blind (right "
-            "only while no rollover happened); *none found*: into a data stream without them, "
-            "so everything is written after the lookup. CPU of shipper, wall of the whole run "
-            "(start-up included). `bench/uncertain.py`.",
-            "",
-            "| re-send | MiB re-read | CPU s | wall s |",
-            "|---|---:|---:|---:|",
-        ]
-        for label, row in u["rows"].items():
-            out.append(
-                f"| {label} | {row['resent_mib']:.1f} | {row['cpu_s']:.2f} | {row['wall_s']:.1f} |"
-            )
-        out.append("")
-    return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":

@@ -3,13 +3,16 @@
 Two modes, one process (run it apart from shipper so its CPU is not counted):
 
 - instant: answers `_bulk` at once, item by item as Elasticsearch does (`201` for every
-  `create`), plus the few calls shipper makes at start (version, index templates).
+  `create`, each item in full unless the request's `filter_path` keeps less, as
+  Elasticsearch's answer would be: a client that asks for less reads less), plus the few
+  calls shipper makes at start (version, index templates).
 - forward: passes every request to a real Elasticsearch and, for `_bulk`, records for each
   document the delay from its `@timestamp` (the moment the line was written) to the moment
   Elasticsearch's answer came back, which is when shipper sees the acknowledgement.
 
-`GET /_bench/stats` returns {"documents", "requests", "bytes", "delays": [seconds...]} and
-`POST /_bench/reset` clears them.
+`GET /_bench/stats` returns {"documents", "requests", "bytes", "delays": [seconds...],
+"sample": the first document of the last `_bulk` request} and `POST /_bench/reset` clears
+them.
 
     python -m bench.endpoint --port 9299 [--forward http://127.0.0.1:9200]
 """
@@ -17,21 +20,70 @@ Two modes, one process (run it apart from shipper so its CPU is not counted):
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import time
 from datetime import datetime
+from typing import Any
 
 import aiohttp
 import orjson
 from aiohttp import web
 
 VERSION = {"name": "bench", "version": {"number": "9.5.3"}, "tagline": "You Know, for Search"}
-CREATED = b'{"create":{"status":201}}'
+_DROP = object()
+
+
+def filter_path(value: Any, paths: list[list[str]]) -> Any:
+    """`value` with only what Elasticsearch's `filter_path` patterns (split at dots) keep:
+    `*` matches one key, arrays are looked through; `_DROP` when nothing is left."""
+    if any(not p for p in paths):
+        return value
+    if isinstance(value, list):
+        kept = [v for v in (filter_path(x, paths) for x in value) if v is not _DROP]
+        return kept or _DROP
+    if not isinstance(value, dict):
+        return _DROP
+    out = {}
+    for key, item in value.items():
+        rest = [p[1:] for p in paths if fnmatch.fnmatchcase(key, p[0])]
+        if rest and (kept := filter_path(item, rest)) is not _DROP:
+            out[key] = kept
+    return out or _DROP
+
+
+def bulk_answer(index: str, pattern: str | None) -> tuple[bytes, bytes, bytes]:
+    """(head, item, tail) of an all-created `_bulk` answer, items as Elasticsearch 8/9 write
+    them (`errors` first), through `filter_path` when the request had one."""
+    item = {
+        "create": {
+            "_index": index,
+            "_id": "bench-document-id-01",
+            "_version": 1,
+            "result": "created",
+            "_shards": {"total": 2, "successful": 1, "failed": 0},
+            "_seq_no": 1000,
+            "_primary_term": 1,
+            "status": 201,
+        }
+    }
+    answer: Any = {"errors": False, "took": 3, "items": [item]}
+    if pattern:
+        answer = filter_path(answer, [p.split(".") for p in pattern.split(",") if p])
+        if answer is _DROP:
+            return b"{}", b"", b""
+    items = answer.pop("items", None)
+    top = orjson.dumps(answer)
+    if items is None:
+        return top, b"", b""
+    head = top[:-1] + (b',"items":[' if answer else b'"items":[')
+    return head, orjson.dumps(items[0]), b"]}"
 
 
 class Endpoint:
     def __init__(self, forward: str | None) -> None:
         self.forward = forward.rstrip("/") if forward else None
         self.session: aiohttp.ClientSession | None = None
+        self.answers: dict[tuple[str, str | None], tuple[bytes, bytes, bytes]] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -39,6 +91,7 @@ class Endpoint:
         self.requests = 0
         self.bytes = 0
         self.delays: list[float] = []
+        self.sample: Any = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         path = request.path
@@ -48,6 +101,7 @@ class Endpoint:
                 "requests": self.requests,
                 "bytes": self.bytes,
                 "delays": self.delays,
+                "sample": self.sample,
             }
             return web.Response(body=orjson.dumps(body), content_type="application/json")
         if path == "/_bench/reset":
@@ -62,8 +116,13 @@ class Endpoint:
             self.bytes += len(raw)
             items = body.count(b"\n") // 2
             self.documents += items
-            out = b'{"errors":false,"items":[' + b",".join([CREATED] * items) + b"]}"
-            return _json(out)
+            self.sample = _first_document(body)
+            index = path[1:].rpartition("/")[0] or "fluent-bit"
+            key = (index, request.query.get("filter_path"))
+            if key not in self.answers:
+                self.answers[key] = bulk_answer(*key)
+            head, item, tail = self.answers[key]
+            return _json(head + b",".join([item] * items) + tail if item else head)
         if path.startswith("/_index_template/"):
             if request.method == "GET":
                 return _json(b'{"error":"not found","status":404}', 404)
@@ -107,6 +166,14 @@ class Endpoint:
                 if stamp:
                     self.delays.append(acknowledged - _epoch(stamp))
         return web.Response(body=payload, status=status, headers=out_headers)
+
+
+def _first_document(body: bytes) -> Any:
+    lines = body.split(b"\n", 2)
+    try:
+        return orjson.loads(lines[1]) if len(lines) > 1 else None
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _epoch(stamp: str) -> float:
