@@ -53,6 +53,7 @@ class FileContext:
     encoder: DocumentEncoder
     handle: MetadataHandle
     version: int
+    settings: int = 0  # FileStage.settings when this context was (re)built
     skip: bool = False
     waiting: list[Chunk] = field(default_factory=list)
 
@@ -83,17 +84,48 @@ class FileStage:
         self.waiting: set[FileCursor] = set()  # files whose lines wait for metadata
         self.decoder_dropped = 0  # bytes cut by decoders (size caps, multiline joiner)
         self.encode_stats = EncodeStats()
+        self.settings = 0  # bumped by `reconfigure`
+
+    # ---- reload: the per-file settings built from Config ---------------------------------
+
+    def reconfigure(self, decoder_options: DecoderOptions, make_encoder: EncoderFactory) -> None:
+        """New per-file settings (a config reload): each file's context is rebuilt from
+        them at its next chunk, keeping what its decoder holds (a partial line, a joined
+        event), so nothing in flight is cut or lost."""
+        self.decoder_options, self.make_encoder = decoder_options, make_encoder
+        self.settings += 1
+
+    def _rebuild(self, cursor: FileCursor, ctx: FileContext) -> None:
+        """A context made under older settings takes the current ones."""
+        ctx.settings = self.settings
+        options = self.decoder_options
+        hinted = MULTILINE_RULES.get(ctx.handle.multiline)
+        if hinted is not None:
+            options = dataclasses.replace(options, multiline=hinted)
+        ctx.decoder.set_options(options)
+        old = ctx.encoder
+        encoder = self.make_encoder(cursor.path, ctx.handle.fragment, cursor.id_prefix)
+        encoder.stats, encoder.parse_json = old.stats, old.parse_json
+        if old.id_prefix is not None and encoder.id_prefix is not None:
+            encoder.id_prefix = old.id_prefix  # as `_emit` keeps it (Restarted texts)
+        ctx.encoder = encoder
+
+    # ---- contexts ------------------------------------------------------------------------
 
     def _context(self, cursor: FileCursor) -> FileContext:
         """A file's decoder and encoder, made when its first chunk arrives."""
         ctx = self.contexts.get(cursor)
         if ctx is not None:
+            if ctx.settings != self.settings:
+                self._rebuild(cursor, ctx)
             return ctx
         handle = self.metadata.handle(cursor.ref, self.clock())
         encoder = self.make_encoder(cursor.path, handle.fragment, cursor.id_prefix)
         encoder.stats = self.encode_stats
         encoder.parse_json = handle.parser == "json"
-        ctx = FileContext(FileDecoder(self.decoder_options), encoder, handle, handle.version)
+        ctx = FileContext(
+            FileDecoder(self.decoder_options), encoder, handle, handle.version, self.settings
+        )
         self._apply_multiline_hint(ctx)
         if self.file_filter is not None and not self.file_filter(cursor):
             ctx.skip = True
