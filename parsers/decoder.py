@@ -59,6 +59,16 @@ class FileDecoder:
     _partials: dict[bytes, _Partial] = field(default_factory=dict)
     _joiners: dict[bytes, MultilineJoiner] = field(default_factory=dict)
 
+    def set_options(self, options: DecoderOptions) -> None:
+        """New options (a config reload) without losing what is held: a partial line goes
+        on being joined, a held multiline event goes on under the new rule (turned off,
+        it is shipped when it expires)."""
+        self.options = options
+        for joiner in self._joiners.values():
+            if options.multiline is not None:
+                joiner.rule = options.multiline
+            joiner.max_bytes, joiner.timeout = options.max_event_bytes, options.multiline_timeout
+
     def feed(self, offset: int, data: bytes, now: float) -> list[LogEvent]:
         """Decode `data`, whole lines each ending in a newline, that start at byte `offset`."""
         cap = self.options.max_event_bytes

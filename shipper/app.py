@@ -20,6 +20,7 @@ from shipper.files import MetadataSource
 from shipper.kube.fragment import FileNameMetadata
 from shipper.observe import Metrics, MonitorServer
 from shipper.pipeline import Pipeline, PipelineOptions
+from shipper.reload import Reloader
 from shipper.sinks.base import Batch, Sink
 from shipper.sinks.stdout import StreamSink
 from shipper.stores import absorb_workers
@@ -136,6 +137,7 @@ def build_pipeline(
 class RunResult:
     pipeline: Pipeline
     monitor_port: int = 0
+    reloader: Reloader | None = None
 
 
 async def run_daemon(
@@ -145,15 +147,23 @@ async def run_daemon(
     on_start: Callable[[RunResult], None] | None = None,
     validated: bool = False,
     share: tuple[int, int] = (0, 1),
+    config_path: str | None = None,
+    transform: Callable[[Config], Config] | None = None,
 ) -> RunResult:
     """`shipper run`: until SIGTERM/SIGINT (or, with `once`, until every file is read).
 
     The config is validated first (ConfigError naming the key) unless the caller did.
+    With `config_path`, the file is reloaded on SIGHUP and when its content changes
+    (`transform`: what the caller did to the loaded config, e.g. a worker's share).
     """
     if not validated:
         validate(cfg)
     pipeline = build_pipeline(cfg, once, stream, share=share)
     result = RunResult(pipeline)
+    reloader = None
+    if config_path is not None and not once:
+        reloader = config_reloader(pipeline, cfg, config_path, share, transform)
+        result.reloader = reloader
     monitor = None
     if cfg.metrics.listen:
 
@@ -164,12 +174,16 @@ async def run_daemon(
         monitor = MonitorServer(render, pipeline.alive, pipeline.sink.ready)
         await monitor.start(cfg.metrics.listen)
         result.monitor_port = monitor.port
-    _install_signals(pipeline)
+    _install_signals(pipeline, reloader)
     if on_start is not None:
         on_start(result)
     try:
+        if reloader is not None:
+            reloader.start()
         await pipeline.run()
     finally:
+        if reloader is not None:
+            await reloader.stop()
         if monitor is not None:
             await monitor.stop()
         pipeline.update_gauges()
@@ -193,13 +207,44 @@ def summary(m: Metrics) -> dict[str, int]:
     }
 
 
-def _install_signals(pipeline: Pipeline) -> None:
+def config_reloader(
+    pipeline: Pipeline,
+    cfg: Config,
+    path: str,
+    share: tuple[int, int] = (0, 1),
+    transform: Callable[[Config], Config] | None = None,
+) -> Reloader:
+    """Reloads `path` into the running pipeline through the same construction as at start
+    (`pipeline_options`, the sink's own connect)."""
+
+    def apply(new: Config, sink: bool) -> asyncio.Future[None]:
+        logging.getLogger().setLevel(new.logging.level.upper())
+        return pipeline.reconfigure(
+            pipeline_options(new, False, share), new.elasticsearch if sink else None
+        )
+
+    return Reloader(path, cfg, apply, pipeline.metrics, transform or (lambda c: c))
+
+
+def _install_signals(pipeline: Pipeline, reloader: Reloader | None = None) -> None:
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    handlers: list[tuple[int, Callable[[], None]]] = [
+        (signal.SIGTERM, pipeline.stop),
+        (signal.SIGINT, pipeline.stop),
+    ]
+    if reloader is not None:
+        handlers.append((signal.SIGHUP, reloader.request))
+    else:
+        handlers.append((signal.SIGHUP, _no_reload))
+    for sig, handler in handlers:
         try:
-            loop.add_signal_handler(sig, pipeline.stop)
+            loop.add_signal_handler(sig, handler)
         except (NotImplementedError, RuntimeError):
             pass  # not the main thread (tests); they call pipeline.stop themselves
+
+
+def _no_reload() -> None:
+    log.warning("SIGHUP: no config file to reload (started without --config, or --once)")
 
 
 @dataclass(frozen=True)

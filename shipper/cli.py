@@ -214,6 +214,8 @@ def run(config_path: str | None, once: bool, worker: str | None, report_fd: int 
     pending: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda number, _frame: pending.append(number))
+    # SIGHUP (reload) must not end a shipper that is still starting: it reads the file now.
+    signal.signal(signal.SIGHUP, lambda _number, _frame: None)
     # `kill -USR1 <pid>` writes every thread's stack to stderr: for "why is it stuck?".
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     # Validated before the heavy imports: a config mistake is reported at once. (So
@@ -249,7 +251,17 @@ def run(config_path: str | None, once: bool, worker: str | None, report_fd: int 
             raise Failure(f"a worker failed (exit code {code}); see its log above")
         return
     try:
-        asyncio.run(run_daemon(cfg, once=once, on_start=started, validated=True, share=share))
+        asyncio.run(
+            run_daemon(
+                cfg,
+                once=once,
+                on_start=started,
+                validated=True,
+                share=share,
+                config_path=config_path,
+                transform=None if worker is None else lambda c: worker_config(c, *share),
+            )
+        )
     except (CheckpointError, SinkStartError) as exc:
         raise Failure(str(exc)) from None
     except ConfigError as exc:

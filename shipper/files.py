@@ -60,6 +60,7 @@ class FileContext:
     handle: MetadataHandle
     version: int
     container: ContainerKey
+    settings: int = 0  # FileStage.settings when this context was (re)built
     controls: Controls | None = None  # the controls its stream and limiter came from
     limiter: ContainerLimiter | None = None
     skip: bool = False
@@ -95,15 +96,45 @@ class FileStage:
         self.encode_stats = EncodeStats()
         self.controls = controls or Controls()
         self.throttle = Throttle(metrics)
+        self.settings = 0  # bumped by `reconfigure`
 
     def set_controls(self, controls: Controls) -> None:
         """New controls (a reload): each file takes them with its next chunk."""
         self.controls = controls
 
+    # ---- reload: the per-file settings built from Config ---------------------------------
+
+    def reconfigure(self, decoder_options: DecoderOptions, make_encoder: EncoderFactory) -> None:
+        """New per-file settings (a config reload): each file's context is rebuilt from
+        them at its next chunk, keeping what its decoder holds (a partial line, a joined
+        event), so nothing in flight is cut or lost."""
+        self.decoder_options, self.make_encoder = decoder_options, make_encoder
+        self.settings += 1
+
+    def _rebuild(self, cursor: FileCursor, ctx: FileContext) -> None:
+        """A context made under older settings takes the current ones."""
+        ctx.settings = self.settings
+        options = self.decoder_options
+        hinted = MULTILINE_RULES.get(ctx.handle.multiline)
+        if hinted is not None:
+            options = dataclasses.replace(options, multiline=hinted)
+        ctx.decoder.set_options(options)
+        old = ctx.encoder
+        encoder = self.make_encoder(cursor.path, ctx.handle.fragment, cursor.id_prefix)
+        encoder.stats, encoder.parse_json = old.stats, old.parse_json
+        if old.id_prefix is not None and encoder.id_prefix is not None:
+            encoder.id_prefix = old.id_prefix  # as `_emit` keeps it (Restarted texts)
+        ctx.encoder = encoder
+        self._apply_controls(ctx, self.clock())  # the new encoder's stream, level, redactor
+
+    # ---- contexts ------------------------------------------------------------------------
+
     def _context(self, cursor: FileCursor) -> FileContext:
         """A file's decoder and encoder, made when its first chunk arrives."""
         ctx = self.contexts.get(cursor)
         if ctx is not None:
+            if ctx.settings != self.settings:
+                self._rebuild(cursor, ctx)
             return ctx
         handle = self.metadata.handle(cursor.ref, self.clock())
         encoder = self.make_encoder(cursor.path, handle.fragment, cursor.id_prefix)
@@ -112,7 +143,7 @@ class FileStage:
         ref = cursor.ref
         container = (ref.namespace, ref.pod, ref.container) if ref is not None else ("", "", "")
         decoder = FileDecoder(self.decoder_options)
-        ctx = FileContext(decoder, encoder, handle, handle.version, container)
+        ctx = FileContext(decoder, encoder, handle, handle.version, container, self.settings)
         self._apply_multiline_hint(ctx)
         self._apply_controls(ctx, self.clock())
         if self.file_filter is not None and not self.file_filter(cursor):

@@ -157,6 +157,18 @@ class Metrics:
             "Re-sent documents looked up in the whole target first (result: found, absent).",
             ("result",),
         )
+        self.config_reloads = c(
+            "shipper_config_reloads_total",
+            "Config reloads by result (applied, refused: invalid, the running config stays).",
+            ("result",),
+        )
+        self.config_info = g(
+            "shipper_config_info", "1, labelled with the running config's hash.", ("hash",)
+        )
+        self.config_reload_time = g(
+            "shipper_config_last_reload_timestamp_seconds",
+            "Unix time the running config was loaded (at start, or by the last reload).",
+        )
         self.delay = Histogram(
             "shipper_delivery_delay_seconds",
             "Delay from a line's timestamp to its acknowledgement.",
@@ -169,8 +181,8 @@ class Metrics:
         self._all.append(metric)
         return metric
 
-    def _gauge(self, name: str, help: str) -> Gauge:
-        metric = Gauge(name, help)
+    def _gauge(self, name: str, help: str, labels: tuple[str, ...] = ()) -> Gauge:
+        metric = Gauge(name, help, labels)
         self._all.append(metric)
         return metric
 

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from parsers.decoder import DecoderOptions
 from shipper.acks import AckTracker
@@ -106,6 +108,7 @@ class Pipeline:
         self._last_wake = 0.0
         self._next_expire = 0.0
         self.finished_once = False
+        self._reconfigure: tuple[PipelineOptions, Any, asyncio.Future[None]] | None = None
 
     # ---- control ---------------------------------------------------------------------
 
@@ -114,6 +117,57 @@ class Pipeline:
         self._stopping = True
         if self._loop is not None and self._wake is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
+
+    def reconfigure(
+        self, options: PipelineOptions, sink_settings: Any = None
+    ) -> asyncio.Future[None]:
+        """Take new options (a config reload) at the next safe point of the loop, between
+        passes; the future is done once they apply. `sink_settings` go to the sink's own
+        `reconfigure` (the Elasticsearch sink: its config section)."""
+        assert self._loop is not None and self._wake is not None, "the pipeline is not running"
+        done = self._loop.create_future()
+        if self._reconfigure is not None:  # superseded before it applied
+            self._reconfigure[2].set_result(None)
+        self._reconfigure = (options, sink_settings, done)
+        self._wake.set()
+        return done
+
+    def _apply_reconfigure(self) -> None:
+        assert self._reconfigure is not None
+        options, sink_settings, done = self._reconfigure
+        self._reconfigure = None
+        try:
+            self.apply_options(options, sink_settings)
+        except Exception as exc:  # the sink refused (credentials unreadable): nothing changed
+            done.set_exception(exc)
+            return
+        done.set_result(None)
+
+    def apply_options(self, options: PipelineOptions, sink_settings: Any = None) -> None:
+        """Between passes: nothing is half-read or half-encoded, so every stage takes its
+        new settings whole; what is in flight (held events, batches, unacknowledged
+        segments) stays and is delivered. The sink goes first: if it refuses, nothing
+        changes."""
+        reconfigure_sink = getattr(self.sink, "reconfigure", None)
+        if sink_settings is not None and reconfigure_sink is not None:
+            reconfigure_sink(sink_settings)
+        old = self.options
+        # Fixed for the process: what `shipper tail` set, and how sent marks are kept.
+        options = dataclasses.replace(
+            options,
+            once=old.once,
+            mark_sent=old.mark_sent,
+            file_filter=old.file_filter,
+            line_filter=old.line_filter,
+        )
+        self.options = options
+        self.tailer.reconfigure(options.tail)
+        self.files.reconfigure(options.decoder, self.sink.encoder)
+        self.files.set_controls(options.controls)  # levels, limits, redaction
+        b = self.batches
+        b.max_docs, b.max_bytes = options.batch_max_docs, options.batch_max_bytes
+        b.max_delay = options.batch_max_delay
+        self.writer.interval = options.checkpoint_interval
 
     def alive(self, stall: float = 60.0) -> bool:
         """The loop has turned recently (for /healthz)."""
@@ -137,6 +191,8 @@ class Pipeline:
     async def _loop_until_stopped(self) -> None:
         opts = self.options
         while not self._stopping:
+            if self._reconfigure is not None:
+                self._apply_reconfigure()
             now = self.clock()
             self._last_beat = time.monotonic()
             read = self.poll(now)

@@ -34,7 +34,11 @@ log = logging.getLogger(__name__)
 
 FATAL = (1, 2)  # a worker that exits so says retrying cannot help (runtime, config error)
 MIN = {"shipper_sink_up", "shipper_sink_hosts_up"}  # summed, these would say nothing
-MAX = {"shipper_checkpoint_age_seconds", "shipper_sink_blocked"}
+MAX = {
+    "shipper_checkpoint_age_seconds",
+    "shipper_sink_blocked",
+    "shipper_config_last_reload_timestamp_seconds",
+}
 
 
 def worker_config(cfg: Config, worker: int, workers: int) -> Config:

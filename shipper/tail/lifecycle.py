@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import zlib
 
 from shipper.tail.budget import Budget, deleted_open
@@ -380,6 +381,16 @@ class Lifecycle:
         self.groups[cursor.scope].read_to_end(cursor)
         self.registry.ended(cursor.key, cursor.offset)
         self.stats.files_closed += 1
+        self._drop(cursor)
+
+    def unfollow(self, cursor: FileCursor, now: float) -> None:
+        """No longer wanted (excluded by a reload): dropped where it is, its checkpoint
+        kept, so including it again reads on from there; the stage flushes what its
+        decoder holds on `Finished`."""
+        if cursor.finished:
+            return
+        if cursor.key:
+            self.registry.store.touch(cursor.key, time.time())
         self._drop(cursor)
 
     def end(self, cursor: FileCursor, reason: str, now: float) -> None:

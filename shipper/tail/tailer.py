@@ -14,6 +14,8 @@ deleted files), shipper.tail.registry (which text a file holds, and its checkpoi
 
 from __future__ import annotations
 
+import dataclasses
+import fnmatch
 import logging
 import time
 from collections.abc import Callable
@@ -21,7 +23,7 @@ from collections.abc import Callable
 from shipper.checkpoint import CheckpointStore
 from shipper.tail.budget import Budget
 from shipper.tail.changes import Changes
-from shipper.tail.discovery import DirectoryWatcher, make_watcher, watch_roots
+from shipper.tail.discovery import DirectoryWatcher, excluded, make_watcher, watch_roots
 from shipper.tail.follow import Follower
 from shipper.tail.fs import REAL, FileSystem
 from shipper.tail.items import Finished, Item, Restarted, TailStats
@@ -102,6 +104,39 @@ class Tailer:
         if self._watcher is not None:
             self._watcher.stop()
         self.lifecycle.stop()
+
+    def reconfigure(self, options: TailOptions) -> None:
+        """New inputs while running (a config reload), between passes: files newly
+        excluded, or no longer matched by any glob, are finished where they are (their
+        checkpoint kept, the lines read so far delivered); new globs are matched at the
+        next pass; files still included read on. `watch` and `share` keep their values
+        (fixed for the process)."""
+        options = dataclasses.replace(options, watch=self.options.watch, share=self.options.share)
+        old, self.options = self.options, options
+        self.lifecycle.o = options
+        self.schedule.idle_poll_max = options.idle_poll_max
+        b = self.budget
+        b.max_open_files, b.rotate_wait = options.max_open_files, options.rotate_wait
+        b.deleted_max_files = options.deleted_max_files
+        b.deleted_max_seconds = options.deleted_max_seconds
+        p = self.prospector
+        p.paths, p.exclude = list(options.paths), list(options.exclude)
+        if (options.paths, options.exclude) == (old.paths, old.exclude):
+            return
+        now = self.clock()
+        for group in list(p.groups.values()):
+            for name, live in list(group.lives.items()):
+                if included(live.path, options.paths, options.exclude):
+                    continue
+                del group.lives[name]
+                group.unmatched.pop(name, None)
+                for cursor in list(group.stream(name)):
+                    self.lifecycle.unfollow(cursor, now)
+                group.streams.pop(name, None)
+        if self._watcher is not None:
+            for directory, recursive in watch_roots(list(options.paths)):
+                self._watcher.watch(directory, recursive)
+        self._next_rescan = 0.0  # the new globs are matched at the next pass
 
     @property
     def cursors(self) -> list[FileCursor]:
@@ -286,3 +321,9 @@ class Tailer:
                 done = False
                 self.schedule.ready(cursor)
         return done
+
+
+def included(path: str, paths: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
+    """`path` may be matched by one of the globs and is not excluded (fnmatch's `*` also
+    crosses `/`, so a path no glob can match is surely not matched)."""
+    return not excluded(path, list(exclude)) and any(fnmatch.fnmatchcase(path, p) for p in paths)

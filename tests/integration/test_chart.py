@@ -135,9 +135,9 @@ def test_chart_and_kustomize_bundle_install_the_same_pod_rbac_and_config() -> No
     chart_config = yaml.safe_load(chart["ConfigMap"]["data"]["config.yaml"])
     bundle_config = yaml.safe_load(bundle["ConfigMap"]["data"]["config.yaml"])
     assert chart_config == bundle_config
-    # prometheus annotations alike; the chart adds the config checksum
+    # prometheus annotations alike; no config checksum: the config is reloaded live
     chart_annotations = chart["DaemonSet"]["spec"]["template"]["metadata"]["annotations"]
-    assert chart_annotations.pop("checksum/config")
+    assert "checksum/config" not in chart_annotations
     assert chart_annotations == bundle["DaemonSet"]["spec"]["template"]["metadata"]["annotations"]
 
 
@@ -168,13 +168,25 @@ def test_rendered_config_passes_check_config_and_a_bad_one_does_not(tmp_path: Pa
     assert result.returncode == 2 and "elasticsearch.bulk.concurrency" in result.stderr
 
 
-def test_a_config_change_changes_the_checksum_that_rolls_the_pods() -> None:
-    def checksum(values: dict[str, Any] | None) -> str:
-        [ds] = [d for d in render_chart(values) if d["kind"] == "DaemonSet"]
+def test_with_roll_on_config_change_a_config_change_changes_the_checksum() -> None:
+    def checksum(values: dict[str, Any]) -> str:
+        [ds] = [
+            d
+            for d in render_chart({"rollOnConfigChange": True, **values})
+            if d["kind"] == "DaemonSet"
+        ]
         return ds["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
 
-    assert checksum(None) == checksum(None)
-    assert checksum(None) != checksum({"config": {"buffer": {"max_bytes": "32MiB"}}})
+    assert checksum({}) == checksum({})
+    assert checksum({}) != checksum({"config": {"buffer": {"max_bytes": "32MiB"}}})
+
+
+def test_the_config_is_mounted_as_a_directory_so_configmap_updates_reach_it() -> None:
+    for ds in (by_kind(render_chart())["DaemonSet"], kustomize_bundle()["DaemonSet"]):
+        [container] = ds["spec"]["template"]["spec"]["containers"]
+        [mount] = [m for m in container["volumeMounts"] if m["name"] == "config"]
+        assert "subPath" not in mount, "a subPath mount never sees ConfigMap updates"
+        assert container["args"] == ["run", "--config", f"{mount['mountPath']}/config.yaml"]
 
 
 def test_operator_values_reach_the_daemonset() -> None:

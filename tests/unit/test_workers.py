@@ -77,3 +77,20 @@ def test_the_metrics_of_the_workers_are_one_exposition():
     buckets = [line for line in merged.splitlines() if "_bucket" in line]
     assert buckets == sorted(buckets, key=lambda line: float(line.split('"')[1]))
     assert merged.count("# TYPE shipper_documents_indexed_total counter") == 1
+
+
+def test_reload_metrics_of_the_workers_merge_into_counts_and_the_latest_time():
+    workers = []
+    for applied, refused, loaded in ((2, 1, 1000.0), (1, 0, 2000.0)):
+        m = Metrics()
+        m.config_reloads.inc(applied, "applied")
+        if refused:
+            m.config_reloads.inc(refused, "refused")
+        m.config_info.set(1.0, "abc123")
+        m.config_reload_time.set(loaded)
+        workers.append(m.render().decode())
+    values = parse_exposition(merge_expositions(workers))
+    assert values['shipper_config_reloads_total{result="applied"}'] == 3
+    assert values['shipper_config_reloads_total{result="refused"}'] == 1
+    assert values['shipper_config_info{hash="abc123"}'] == 2  # both workers run that config
+    assert values["shipper_config_last_reload_timestamp_seconds"] == 2000.0

@@ -87,6 +87,7 @@ class ElasticsearchSink:
         self._bulk_path = "/_bulk" if cfg.index else f"/{cfg.data_stream}/_bulk"
         self._last_log: dict[str, float] = {}
         self.dead_letters: DeadLetters | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
         metrics.sink_hosts_up.read = self._hosts_up
 
     # ---- the Sink protocol -----------------------------------------------------------
@@ -102,6 +103,13 @@ class ElasticsearchSink:
 
     async def start(self) -> None:
         """Connect and install templates in the background; batches wait for it."""
+        self._connect()
+        self._prepare_task = asyncio.create_task(self._prepare())
+        self._prepare_task.add_done_callback(self._prepared_or_failed)
+
+    def _connect(self) -> None:
+        """The client (hosts, credentials read from their files now, TLS, bulk settings)
+        and the dead-letter writer over it: at start, and again on a config reload."""
         self.client = Client(self._transport or make_transport(self.cfg))
         self.dead_letters = DeadLetters(
             self.client,
@@ -112,8 +120,29 @@ class ElasticsearchSink:
             self._pause,
             self._log_retry,
         )
-        self._prepare_task = asyncio.create_task(self._prepare())
-        self._prepare_task.add_done_callback(self._prepared_or_failed)
+
+    def reconfigure(self, cfg: Elasticsearch) -> None:
+        """A config reload: new hosts, credentials (files read again), TLS, bulk and retry
+        settings. Requests in flight finish on the old client (a retry takes the new
+        one), which is closed once they can no longer be running. Where documents go
+        (data stream, index, ids, templates) is fixed for the process: the reload keeps
+        those keys (see shipper.reload)."""
+        old_client, old_timeout = self.client, self.cfg.bulk.timeout
+        self.cfg = cfg
+        self._connect()  # raises ConfigError (unreadable credentials): the old one stays
+        self.queue.concurrency = cfg.bulk.concurrency
+        self.queue.pump()
+        if old_client is not None and self._transport is None:
+            task = asyncio.get_running_loop().create_task(self._retire(old_client, old_timeout))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+    @staticmethod
+    async def _retire(client: Client, timeout: float) -> None:
+        try:
+            await asyncio.sleep(timeout + 1.0)  # its last request has ended (or timed out)
+        finally:
+            await client.close()
 
     def _prepared_or_failed(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -135,6 +164,10 @@ class ElasticsearchSink:
         if self._prepare_task is not None:
             self._prepare_task.cancel()
         await self.queue.close()
+        for task in list(self._retiring):
+            task.cancel()
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
         if self.client is not None:
             await self.client.close()
 
