@@ -97,7 +97,11 @@ def by_pod(values: list[int]) -> dict[str, list[int]]:
 
 def test_config_replaced_under_load_applies_live_and_loses_nothing(tmp_path, es_url, es_client):
     ds = stream_name()
-    dirs = {name: KubeletDir(tmp_path, pod=name) for name in RANGES}
+    # the second pod in a namespace of its own: the first reload limits that namespace
+    dirs = {
+        name: KubeletDir(tmp_path, pod=name, namespace="slow" if name == "second" else "ns")
+        for name in RANGES
+    }
     base: dict[str, Any] = es_config(tmp_path, es_url, ds)
     base["buffer"] = {"max_bytes": "4MiB"}  # lines in flight at each reload
     cm = tmp_path / "configmap"
@@ -115,12 +119,20 @@ def test_config_replaced_under_load_applies_live_and_loses_nothing(tmp_path, es_
 
     wait_for(lambda: es_client.count(ds) >= 20_000, 300, "20000 documents before the reload")
 
-    # 1. A ConfigMap update: the noisy pod excluded, a bulk setting changed.
+    def throttled() -> float:
+        return shipper.metrics().get('shipper_events_throttled_total{namespace="slow"}', 0)
+
+    # 1. A ConfigMap update: the noisy pod excluded, a bulk setting changed, the second
+    # pod's namespace limited to 500 lines a second (it writes 2,000).
     first = {**base, "inputs": {**base["inputs"], "exclude": ["noisy_*"]}}
     first["elasticsearch"] = {**base["elasticsearch"], "bulk": {"max_delay": "100ms"}}
+    first["limits"] = {"namespaces": {"slow": {"lines_per_second": 500}}}
+    assert throttled() == 0
+    second_before = es_client.count(ds, {"match": {"message": "second"}})
     configmap_update(cm, yaml.safe_dump(first), "2026_12_01_10_05_00.000000002")
     wait_for(lambda: reloads("applied") == 1, 60, "the ConfigMap update applied")
     noisy_at_reload = writer.count("noisy")  # every noisy line shipped was written before
+    wait_for(lambda: throttled() > 0, 60, "the new rate limit dropping the second pod's lines")
     wait_for(lambda: es_client.count(ds) >= 60_000, 300, "documents after the first reload")
 
     # 2. A new file renamed over the path: the second pod excluded too.
@@ -158,15 +170,24 @@ def test_config_replaced_under_load_applies_live_and_loses_nothing(tmp_path, es_
     assert len(got["noisy"]) == len(set(got["noisy"])) > 0
     assert max(got["noisy"]) < noisy_at_reload < written["noisy"]
     assert sorted(got["noisy"]) == list(range(len(got["noisy"]))), "a prefix, no gaps"
-    assert len(got["second"]) == len(set(got["second"])) > 0
+    # The second pod: what was indexed before its limit came, then lines under the limit
+    # (the others dropped, counted), nothing after its exclusion.
+    assert len(got["second"]) == len(set(got["second"])) > second_before
     assert max(got["second"]) < second_at_reload < written["second"]
-    assert sorted(got["second"]) == list(range(len(got["second"])))
+    assert set(range(second_before)) <= set(got["second"]), "a prefix before the limit"
+    assert len(got["second"]) < max(got["second"]) + 1, "lines dropped under the limit"
+    dropped = metrics.get('shipper_events_throttled_total{namespace="slow"}', 0)
+    assert len(got["second"]) + dropped <= second_at_reload
     assert metrics.get("shipper_documents_duplicate_total", 0) == 0
 
     records = shipper.log_records()
     applied = [r for r in records if r.get("message", "").startswith("config reloaded")]
     assert len(applied) == 2, "one line per reload"
-    assert applied[0]["changed"] == ["inputs.exclude", "elasticsearch.bulk.max_delay"]
+    assert applied[0]["changed"] == [
+        "inputs.exclude",
+        "elasticsearch.bulk.max_delay",
+        "limits.namespaces",
+    ]
     assert applied[1]["changed"] == ["inputs.exclude"]
     refusals = [r for r in records if r.get("message", "").startswith("config reload refused")]
     assert [r["trigger"] for r in refusals] == ["file", "sighup"]
