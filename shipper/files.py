@@ -98,9 +98,9 @@ class FileStage:
         self.throttle = Throttle(metrics)
         self.settings = 0  # bumped by `reconfigure`
 
-    def set_controls(self, controls: Controls) -> None:
+    def set_controls(self, controls: Controls | None) -> None:
         """New controls (a reload): each file takes them with its next chunk."""
-        self.controls = controls
+        self.controls = controls or Controls()
 
     # ---- reload: the per-file settings built from Config ---------------------------------
 
