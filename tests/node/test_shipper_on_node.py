@@ -295,10 +295,17 @@ def test_busy_pods_rotated_restarted_and_deleted_every_line_once(
             return total(metrics(first), "shipper_lag_bytes") < 1 << 20
 
         try:
+            # five rotations of each busy writer, or two if the machine slows the writers
+            # down (they write on a schedule, not a clock), before a third of the run
             wait_for(
-                lambda: log_files(6) and caught_up(),
-                180,
-                "five rotations of each busy writer, with shipper caught up",
+                lambda: (
+                    log_files(3)
+                    and (log_files(6) or time.monotonic() - began > SECONDS / 3)
+                    and caught_up()
+                ),
+                600,
+                "five rotations of each busy writer (two after a third of the run), "
+                "with shipper caught up",
             )
         except AssertionError as exc:
             listing = sorted(str(p.relative_to(node.logs_dir)) for p in node.logs_dir.rglob("*"))
