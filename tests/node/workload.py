@@ -260,7 +260,8 @@ class LogKeeper:
     def __init__(
         self, pods_dir: Path, keep_dir: Path | None, namespace: str, link: bool = True
     ) -> None:
-        """`link=False`: only count the files (a rotation never keeps an inode alive)."""
+        """`link=False`: only count the files (nothing keeps an inode alive, so an inode
+        number seen again after it vanished is a new file: the kubelet reuses them)."""
         self.pods_dir = pods_dir
         self.keep_dir = keep_dir
         self.namespace = namespace
@@ -317,9 +318,11 @@ class LogKeeper:
                         continue
                 self.kept[key] = target
                 self.order.append((pod_dir.name, target))
-        for key, target in self.kept.items():
+        for key, target in list(self.kept.items()):
             if key not in seen_now:
                 self.deleted.add(target)
+                if not self.link:  # nothing holds the inode: its number may come back
+                    del self.kept[key]  # for the kubelet's next 0.log, a new file
 
 
 def cri_records(path: Path) -> list[tuple[bytes, bool, int]]:
