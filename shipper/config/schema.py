@@ -115,7 +115,11 @@ class Kubernetes:
     pods_file: str = key("", "`kubectl get pods -A -o json` dump used instead of the API")
     annotations: list[str] = key([], "annotation keys copied into documents (globs)", "strlist")
     wait_for_metadata: float = key(
-        2.0, "lines of an unknown pod wait this long for its watch event", "duration", min=0
+        2.0,
+        "lines of an unknown pod wait this long for its watch event (before the first pod "
+        "list, up to 30s)",
+        "duration",
+        min=0,
     )
     deleted_pod_grace: float = key(
         300.0, "metadata of a deleted pod is kept this long", "duration", min=0

@@ -36,6 +36,12 @@ class _Use:
     ref: ContainerRef
 
 
+# Before the pod watch's first list, a pod is unknown only because nothing has been listed
+# yet (a busy node or apiserver can take seconds): its lines wait up to this long, and
+# `wait_for_metadata` at most once the list has come.
+FIRST_LIST_WAIT = 30.0
+
+
 @dataclass
 class PodCache:
     node: str
@@ -58,7 +64,8 @@ class PodCache:
             return MetadataHandle(serialise(file_name_fields(None, self.node)))
         handle = MetadataHandle(serialise(file_name_fields(ref, self.node)))
         handle.resolved = False
-        handle.wait_until = now + self.wait_for_metadata
+        wait = self.wait_for_metadata
+        handle.wait_until = now + (max(wait, FIRST_LIST_WAIT) if wait and not self.synced else wait)
         use = _Use(handle, ref)
         key = (ref.namespace, ref.pod)
         self._uses.setdefault(key, []).append(use)
@@ -103,6 +110,15 @@ class PodCache:
         for use in self._uses.get(key, ()):
             if _same_incarnation(obj, use.ref) and not use.handle.resolved:
                 self._fill(use, obj)
+
+    def listed(self, now: float) -> None:
+        """A pod list has been applied: the lines of pods it did not name wait
+        `wait_for_metadata` more at most (their watch event may still come)."""
+        bound = now + self.wait_for_metadata
+        for uses in self._uses.values():
+            for use in uses:
+                if not use.handle.resolved and use.handle.wait_until > bound:
+                    use.handle.wait_until = bound
 
     def replace_namespaces(self, items: Iterable[dict[str, Any]]) -> None:
         self.namespaces = {}

@@ -51,6 +51,7 @@ class KubeMetadata:
                 if resource == "pods":
                     if kind == "LIST":
                         self.cache.replace_pods(obj.get("items") or [], wall)
+                        self.cache.listed(now)
                     elif kind == "DELETED":
                         self.cache.delete_pod(obj, wall)
                     else:

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from parsers.filename import ContainerRef
-from shipper.kube.cache import PodCache
+from shipper.kube.cache import FIRST_LIST_WAIT, PodCache
 from shipper.kube.keys import safe_key, safe_map
 from shipper.kube.pods import container_fields, hints, workload
 from shipper.limits import UNLIMITED, LimitOverride
@@ -113,7 +113,7 @@ def ref(uid="u-1"):
 
 
 def test_handle_waits_for_an_unknown_pod_then_resolves_when_it_arrives():
-    cache = PodCache(node="node-1", wait_for_metadata=2.0)
+    cache = PodCache(node="node-1", wait_for_metadata=2.0, synced=True)
     handle = cache.handle(ref(), now=100.0)
     assert not handle.resolved and handle.wait_until == 102.0
     assert orjson.loads(b"{" + handle.fragment + b"}")["kubernetes"]["pod"]["name"] == (
@@ -124,6 +124,21 @@ def test_handle_waits_for_an_unknown_pod_then_resolves_when_it_arrives():
     assert handle.resolved
     assert handle.version == version + 1
     assert orjson.loads(b"{" + handle.fragment + b"}")["kubernetes"]["labels"]["app"] == "web"
+
+
+def test_before_the_first_pod_list_lines_wait_longer_then_wait_for_metadata_from_the_list():
+    cache = PodCache(node="node-1", wait_for_metadata=2.0)
+    early = cache.handle(ref(), now=100.0)
+    assert not early.resolved and early.wait_until == 100.0 + FIRST_LIST_WAIT
+    other = ContainerRef("shop", "gone-0", "app", CID, "u-9", 0)
+    unlisted = cache.handle(other, now=100.0)
+    cache.replace_pods([pod()], now=0.0)
+    cache.listed(now=105.0)
+    assert early.resolved  # named by the list
+    assert not unlisted.resolved and unlisted.wait_until == 107.0  # its event may come
+    late = cache.handle(ContainerRef("shop", "new-0", "app", CID, "u-8", 0), now=110.0)
+    assert late.wait_until == 112.0
+    assert PodCache(node="n", wait_for_metadata=0.0).handle(ref(), now=1.0).wait_until == 1.0
 
 
 def test_relabelled_pod_updates_the_fragment_of_open_files():
@@ -164,7 +179,7 @@ def test_namespace_labels_reach_open_files():
 
 
 def test_lines_wait_for_namespace_labels_while_the_namespace_list_is_pending():
-    cache = PodCache(node="node-1", wait_for_metadata=2.0, namespaces_pending=True)
+    cache = PodCache(node="node-1", wait_for_metadata=2.0, namespaces_pending=True, synced=True)
     cache.put_pod(pod())
     handle = cache.handle(ref(), now=100.0)
     assert not handle.resolved and handle.wait_until == 102.0
