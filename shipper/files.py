@@ -208,6 +208,7 @@ class FileStage:
         return events
 
     def _chunk(self, chunk: Chunk, ctx: FileContext, now: float, now_ts: bytes) -> None:
+        self._refresh(ctx, now)  # a hint that came with the metadata applies to this chunk
         decoder = ctx.decoder
         if chunk.long:
             events = decoder.feed_long_line(chunk.offset, chunk.data, now)
@@ -238,16 +239,9 @@ class FileStage:
         now: float,
         now_ts: bytes,
     ) -> None:
+        self._refresh(ctx, now)
         encoder = ctx.encoder
         handle = ctx.handle
-        if handle.version != ctx.version:
-            encoder.set_metadata(handle.fragment)
-            ctx.version = handle.version
-            encoder.parse_json = handle.parser == "json"
-            self._apply_multiline_hint(ctx)
-            self._apply_controls(ctx, now)  # the dataset or rate-limit hint may be new
-        elif ctx.controls is not self.controls:
-            self._apply_controls(ctx, now)
         if encoder.id_prefix is not None and encoder.id_prefix != id_prefix:
             encoder.id_prefix = id_prefix
         if ctx.skip:
@@ -277,6 +271,19 @@ class FileStage:
             self.metrics.events.inc(docs)
             if not handle.resolved:
                 self.metrics.metadata_missing.inc(docs)
+
+    def _refresh(self, ctx: FileContext, now: float) -> None:
+        """The file's metadata or the controls changed: its encoder, its decoder's multiline
+        rule, its stream and limiter follow, before any more of it is decoded."""
+        handle = ctx.handle
+        if handle.version != ctx.version:
+            ctx.encoder.set_metadata(handle.fragment)
+            ctx.version = handle.version
+            ctx.encoder.parse_json = handle.parser == "json"
+            self._apply_multiline_hint(ctx)
+            self._apply_controls(ctx, now)  # the dataset or rate-limit hint may be new
+        elif ctx.controls is not self.controls:
+            self._apply_controls(ctx, now)
 
     def _release_waiting(
         self, cursor: FileCursor, ctx: FileContext, now: float, now_ts: bytes

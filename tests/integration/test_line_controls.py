@@ -12,7 +12,7 @@ from shipper.config import parse_config
 from shipper.controls import line_controls
 from shipper.kube.cache import PodCache
 from shipper.kube.source import KubeMetadata
-from tests.support import Driver, KubeletDir, pod_object, write_lines
+from tests.support import Driver, KubeletDir, cri, pod_object, write_lines
 
 
 def metadata(*pods: dict[str, Any]) -> KubeMetadata:
@@ -175,3 +175,28 @@ def test_a_flooding_container_does_not_delay_a_quiet_ones_line_by_more_than_a_ba
         one_pass()
     flood_docs = sum(1 for m in order if m.startswith("flood"))
     assert flood_docs + driver.metrics.events_throttled.get("noisy") == 100_000
+
+
+def test_a_multiline_hint_that_comes_with_late_metadata_joins_the_lines_that_waited(tmp_path):
+    """Lines read before their pod's watch event wait for it; the hint it brings
+    (`shipper.io/multiline: java`) applies to those lines too, not from the next chunk."""
+    k = KubeletDir(tmp_path, namespace="shop", pod="orders-0")
+    trace = [
+        "java.lang.IllegalStateException: boom",
+        "\tat com.example.Worker.step0(Worker.java:10)",
+        "\tat com.example.Worker.step1(Worker.java:11)",
+        "\t... 3 more",
+        "after the trace",
+    ]
+    k.write(b"".join(cri(i, text=t) for i, t in enumerate(trace)))
+    pods = KubeMetadata(PodCache(node="node-1", wait_for_metadata=3600.0))
+    pods.cache.replace_pods([], 0.0)  # listed, without the pod (its event is late)
+    driver = Driver([str(tmp_path / "containers/*.log")], metadata=pods)
+    driver.step()
+    assert driver.delivered == []  # waiting for the pod
+    pods.cache.put_pod(pod_object("shop", "orders-0", annotations={"shipper.io/multiline": "java"}))
+    driver.step()
+    docs = [d for _, d in delivered(driver)]
+    assert [d["message"] for d in docs[:1]] == ["\n".join(trace[:4])]
+    assert "multiline" in docs[0]["log"]["flags"]
+    assert docs[0]["kubernetes"]["pod"]["name"] == "orders-0"
