@@ -15,17 +15,20 @@ from datetime import UTC, datetime
 import orjson
 
 from parsers.events import INVALID_UTF8, NO_FLAGS, REDACTED, LogEvent
-from parsers.level import LEVELS, detect_level, level_of_fields
+from parsers.level import LEVELS, detect_level
 from parsers.redact import Redactor
 
-# `,"level":"<level>"` of the normalised levels, made once (None: no field).
-_LEVEL_FIELDS: dict[bytes | None, bytes] = {lv: b',"level":"%s"' % lv for lv in LEVELS}
+
+class _LevelFields(dict[bytes | None, bytes]):
+    """`,"level":"<level>"` by what detection found: the normalised levels made once, None
+    no field, another value (kept as written under a level key) made when it comes."""
+
+    def __missing__(self, found: bytes | None) -> bytes:
+        return b',"level":"%s"' % found if found else b""
+
+
+_LEVEL_FIELDS = _LevelFields({lv: b',"level":"%s"' % lv for lv in LEVELS})
 _LEVEL_FIELDS[None] = b""
-
-
-def _level(found: bytes | None) -> bytes:
-    """The field of a level outside LEVELS (kept as written under a level key)."""
-    return b',"level":"%s"' % found if found else b""
 
 
 @dataclass(slots=True)
@@ -104,6 +107,8 @@ class DocumentEncoder:
             id_head, action = b'{"create":{' + self._index + b'"_id":"' + self.id_prefix, None
         parse_json = self.parse_json
         detect = detect_level if self.level else None
+        level_field = _LEVEL_FIELDS
+        level = b""
         redactor = self.redactor
         redact = redactor.redact if redactor is not None else None
         for ev in events:
@@ -119,15 +124,13 @@ class DocumentEncoder:
                 text = message.decode("utf-8", "replace")
                 flags = (*flags, INVALID_UTF8)
             time = ev.time or now
-            found = None
             extra = b""
             if parse_json:
-                extra, found, changed = _json_field(ev.message, redactor, detect is not None)
+                extra, changed = _json_field(ev.message, redactor)
                 if changed and REDACTED not in flags:
                     flags = (*flags, REDACTED)
-            if detect is not None and not extra:
-                found = detect(ev.message)
-            level = _LEVEL_FIELDS.get(found) or _level(found)
+            if detect is not None:  # from the bytes, JSON too: as its parsed fields give
+                level = level_field[detect(ev.message)]
             if flags is NO_FLAGS and id_head is not None and not extra:
                 doc = (
                     b'%s%x"}}\n{"@timestamp":"%s","message":%s,"stream":"%s","log":{"offset":%d%s%s'
@@ -190,24 +193,21 @@ class DocumentEncoder:
         return cached
 
 
-def _json_field(
-    message: bytes, redactor: Redactor | None, want_level: bool
-) -> tuple[bytes, bytes | None, bool]:
-    """`,"json":{...}` for a message that is a JSON object (else b""), the level its fields
-    give, and whether redaction changed them."""
+def _json_field(message: bytes, redactor: Redactor | None) -> tuple[bytes, bool]:
+    """`,"json":{...}` for a message that is a JSON object (else b""), and whether
+    redaction changed its fields."""
     if not message.startswith(b"{"):
-        return b"", None, False
+        return b"", False
     try:
         value = orjson.loads(message)
     except orjson.JSONDecodeError:
-        return b"", None, False
+        return b"", False
     if not isinstance(value, dict) or not value:
-        return b"", None, False
-    level = level_of_fields(value) if want_level else None
+        return b"", False
     changed = False
     if redactor is not None:
         value, changed = redactor.redact_fields(value)
-    return b',"json":' + orjson.dumps(value), level, changed
+    return b',"json":' + orjson.dumps(value), changed
 
 
 def epoch_seconds(ts: bytes | None) -> float:
