@@ -114,11 +114,7 @@ class FileStage:
     def _rebuild(self, cursor: FileCursor, ctx: FileContext) -> None:
         """A context made under older settings takes the current ones."""
         ctx.settings = self.settings
-        options = self.decoder_options
-        hinted = MULTILINE_RULES.get(ctx.handle.multiline)
-        if hinted is not None:
-            options = dataclasses.replace(options, multiline=hinted)
-        ctx.decoder.set_options(options)
+        ctx.decoder.set_options(_hinted(self.decoder_options, ctx.handle))
         old = ctx.encoder
         encoder = self.make_encoder(cursor.path, ctx.handle.fragment, cursor.id_prefix)
         encoder.stats, encoder.parse_json = old.stats, old.parse_json
@@ -153,10 +149,10 @@ class FileStage:
 
     def _apply_multiline_hint(self, ctx: FileContext) -> None:
         """A pod's shipper.io/multiline hint, possibly known only after the file opened."""
-        rule = MULTILINE_RULES.get(ctx.handle.multiline)
         options = ctx.decoder.options
-        if rule is not None and options.multiline is not rule:
-            ctx.decoder.options = dataclasses.replace(options, multiline=rule)
+        hinted = _hinted(options, ctx.handle)
+        if hinted is not options:
+            ctx.decoder.options = hinted
 
     def _apply_controls(self, ctx: FileContext, now: float) -> None:
         """The file's part of the controls: its stream (fields, `_index`), its limiter."""
@@ -332,3 +328,12 @@ class FileStage:
             events = self._flush(ctx, ctx.decoder.flush_all(now))
             self._emit(ctx, events, cursor.offset, cursor.key, cursor.id_prefix, now, now_ts)
         self.throttle.report(now, force=True)
+
+
+def _hinted(options: DecoderOptions, handle: MetadataHandle) -> DecoderOptions:
+    """`options` with the pod's shipper.io/multiline rule, if it names one (the same
+    object when it names none or that one already)."""
+    rule = MULTILINE_RULES.get(handle.multiline)
+    if rule is None or options.multiline is rule:
+        return options
+    return dataclasses.replace(options, multiline=rule)
