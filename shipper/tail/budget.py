@@ -47,12 +47,24 @@ class Budget:
         cursors: Iterable[FileCursor],
         wanted: FileCursor,
         last_data: Callable[[FileCursor], float],
+        waiting: Callable[[FileCursor], bool],
     ) -> FileCursor | None:
-        """The live file, read to its end, idle the longest: closing it loses nothing."""
-        idle = [
-            c for c in cursors if c is not wanted and c.is_open and c.state is State.LIVE and c.eof
-        ]
-        return min(idle, key=last_data) if idle else None
+        """A file whose descriptor can be given back losing nothing: the live file with
+        nothing left to read, idle the longest; else one waiting for the older files of its stream
+        (so the oldest gets a descriptor), whose text can be found again: a deleted one
+        whose compressed copy is beside it (read on from the copy), a compressed one, or
+        one that still has a name."""
+        idle, later = [], []
+        for c in cursors:
+            if c is wanted or not c.is_open:
+                continue
+            if c.state is State.LIVE and (c.eof or not c.unread_bytes()):
+                idle.append(c)  # (an empty one too, never read for want of a first line)
+            elif waiting(c) and (c.copy if c.state is State.DELETED else c.links()):
+                later.append(c)
+        if idle:
+            return min(idle, key=last_data)
+        return min(later, key=_reopen_cost) if later else None
 
     def over(self, deleted: list[FileCursor], now: float) -> list[tuple[FileCursor, str]]:
         """Deleted open files that must be closed now, with the reason: over the count
@@ -68,6 +80,12 @@ class Budget:
             elif age > self.deleted_max_seconds:
                 out.append((cursor, "deleted_file_timeout"))
         return out
+
+
+def _reopen_cost(cursor: FileCursor) -> int:
+    """Deleted with a copy first, then compressed, then plain with a name (which the
+    runtime might delete before it is opened again)."""
+    return 0 if cursor.state is State.DELETED else 1 if cursor.compressed else 2
 
 
 def deleted_open(cursors: Iterable[FileCursor]) -> list[FileCursor]:

@@ -55,7 +55,7 @@ class Decision:
     key: str
     holder: FileCursor | None = None
     offset: int = 0
-    length: int = 0
+    length: int | None = 0  # of the text (modulo 2**32 if compressed); None: unknown
 
 
 def examine(fs: FileSystem, t: Unfollowed) -> Candidate | None:
@@ -103,7 +103,8 @@ def classify(fs: FileSystem, c: Candidate, registry: Registry, history: bool) ->
         and (offset % (1 << 32) == length if c.compressed else offset >= length)
     ):
         return Decision(Verdict.DONE, key)
-    return Decision(Verdict.NEW, key, offset=entry.offset if entry is not None else 0)
+    offset = entry.offset if entry is not None else 0
+    return Decision(Verdict.NEW, key, offset=offset, length=length)
 
 
 def find_copy(fs: FileSystem, group: Group, fp: str) -> tuple[str, os.stat_result] | None:

@@ -92,7 +92,7 @@ class Follower:
             group.done[name] = (d.key, c.st.st_ino)
             group.gone.pop(d.key, None)
         elif d.verdict is Verdict.NEW:
-            life.follow_rotation(group, name, c.st, c.stream, d.key, c.text, now)
+            life.follow_rotation(group, name, c.st, c.stream, d.key, c.text, d.length, now)
 
     def _history(self, group: Group, stream: str, name: str) -> bool:
         """Rotations lying beside a live file when shipper first sees it at its very first

@@ -20,7 +20,7 @@ from shipper.tail.budget import Budget, deleted_open
 from shipper.tail.catchup import find_copy
 from shipper.tail.fs import FileSystem
 from shipper.tail.identity import same_file
-from shipper.tail.items import Finished, Item, Restarted, TailStats
+from shipper.tail.items import Finished, Item, Restarted, TailStats, Unaccounted
 from shipper.tail.options import END, TailOptions
 from shipper.tail.prospector import (
     Group,
@@ -123,10 +123,14 @@ class Lifecycle:
             self._key_final(cursor, now)
         elif cursor.key:
             # Closed: it may come back under another name (compressed meanwhile); given
-            # up once two listings in a row have not shown it (see check_bounds).
+            # up once two listings in a row have not shown it (see forget_gone).
             group.gone.setdefault(cursor.key, 0)
         else:
-            self.end(cursor, "deleted_before_first_line", now)
+            # Closed and never identified: its text may be a rotation found beside it
+            # (see `follow_rotation`); given up if none is found in two looks.
+            if unread := cursor.unread_bytes():
+                group.unaccounted.append(Unaccounted(cursor.stream, cursor.real, unread))
+            self.end(cursor, "", now)
 
     def follow_rotation(
         self,
@@ -136,13 +140,21 @@ class Lifecycle:
         stream: str,
         key: str,
         text: Text,
+        length: int | None,
         now: float,
     ) -> None:
-        """Read a rotation nobody followed, from the checkpoint of its text."""
+        """Read a rotation nobody followed, from the checkpoint of its text (`length`
+        long). A text never seen before may be what a file that vanished unidentified
+        held: the first such file of its stream it could hold is accounted for."""
         self.stats.rotations += 1  # rotated before it was followed, or while shipper was down
         cursor = self._make(group, name, st, stream, State.ROTATED, now)
         cursor.order = text.time
         cursor.offset = self.registry.follow(cursor, key, text.fp)
+        if cursor.offset == 0 and length is not None:
+            for u in group.unaccounted:
+                if u.stream == stream and u.nbytes <= length:
+                    group.unaccounted.remove(u)
+                    break
         self._enter(group, cursor)
         self._open_if_room(cursor, group)
 
@@ -225,6 +237,25 @@ class Lifecycle:
         group.gone.pop(key, None)
         return True
 
+    def identify_closed(self, group: Group, cursor: FileCursor, now: float) -> None:
+        """A closed file not identified yet (found at the descriptor cap, before its first
+        line was complete) is looked at by name at every look of its directory, also while
+        reading is paused, so it is known by its text before it is renamed or compressed.
+        Smaller than it was, it is a new file on its inode number: the old one vanished."""
+        try:
+            st = self.fs.stat(cursor.real)
+        except OSError:
+            return  # the look says where it went
+        if not same_file(st, cursor.dev, cursor.ino):
+            return
+        if st.st_size < cursor.size_seen:
+            self.vanished(group, cursor, now)
+            group.listing.pop(os.path.basename(cursor.real), None)  # to follow it as new
+            group.dirty = True
+            return
+        cursor.size_seen = st.st_size
+        self.try_key(cursor, now)
+
     def _still_live(self, cursor: FileCursor) -> bool:
         """Its live name still leads to it (one stat: a file waiting for its first line
         notices its replacement without waiting for a rescan or an event)."""
@@ -245,12 +276,14 @@ class Lifecycle:
         if not budget.room():
             victim = None
             if budget.may_look_for_room(now):
-                victim = budget.victim(self.cursors, cursor, self.schedule.last_data)
+                victim = budget.victim(self.cursors, cursor, self.schedule.last_data, self._waiting)
             if victim is None:
                 budget.nothing_to_close(now)
                 self.schedule.sleep(cursor, now, 0.25)
                 return False
             self._close(victim)
+            if victim.state is State.DELETED:
+                self.to_copy(self.groups[victim.scope], victim, now)
             budget.parked += 1
             self.stats.parked += 1
         try:
@@ -265,6 +298,10 @@ class Lifecycle:
                 self.groups[cursor.scope].dirty = True
                 self.schedule.sleep(cursor, now, 0.25)
             return False
+
+    def _waiting(self, cursor: FileCursor) -> bool:
+        """Not read until the older files of its stream are done."""
+        return not self.groups[cursor.scope].is_head(cursor)
 
     def _close(self, cursor: FileCursor) -> None:
         if cursor.is_open:
@@ -362,7 +399,7 @@ class Lifecycle:
             self._enter(group, rest)
             self._open_if_room(rest, group)
         elif unread:
-            self._lost(cursor, "truncated_unread", unread)
+            self._lost(cursor.real, "truncated_unread", unread)
 
     def read_failed(self, cursor: FileCursor, now: float, error: str) -> None:
         log.error("read failed; will retry", extra={"file": cursor.real, "error": error})
@@ -397,15 +434,15 @@ class Lifecycle:
         """The cursor ends before its file's end; what it had not read is given up."""
         unread = cursor.unread_bytes()
         if reason and unread:
-            self._lost(cursor, reason, unread)
+            self._lost(cursor.real, reason, unread)
         if cursor.key:
             self.registry.store.remove(cursor.key)
         self._drop(cursor)
 
-    def _lost(self, cursor: FileCursor, reason: str, nbytes: int) -> None:
+    def _lost(self, path: str, reason: str, nbytes: int) -> None:
         log.warning(
             "giving up bytes that can no longer be read",
-            extra={"file": cursor.real, "reason": reason, "bytes_given_up": nbytes},
+            extra={"file": path, "reason": reason, "bytes_given_up": nbytes},
         )
         self.stats.give_up(reason, nbytes)
 
@@ -445,10 +482,16 @@ class Lifecycle:
                     self.end(holder, "vanished_unread", now)
                 elif holder is None:
                     self.registry.store.remove(key)
+            for u in list(group.unaccounted):
+                if u.looks < 1:
+                    u.looks += 1
+                    continue
+                group.unaccounted.remove(u)
+                self._lost(u.path, "deleted_before_first_line", u.nbytes)
 
     def stop(self) -> None:
         """Close every file; what is left of deleted ones cannot be read by the next run."""
         for cursor in list(self.cursors):
             if cursor.is_open and cursor.links() == 0 and cursor.unread_bytes():
-                self._lost(cursor, "deleted_at_shutdown", cursor.unread_bytes())
+                self._lost(cursor.real, "deleted_at_shutdown", cursor.unread_bytes())
             self._close(cursor)

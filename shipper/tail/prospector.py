@@ -28,6 +28,7 @@ from shipper.tail import naming
 from shipper.tail.discovery import Found, Resolved, expand
 from shipper.tail.fs import FileSystem
 from shipper.tail.identity import is_compressed
+from shipper.tail.items import Unaccounted
 from shipper.tail.reader import FileCursor, State
 from shipper.tail.registry import text_of
 
@@ -54,6 +55,7 @@ class Group:
     streams: dict[str, list[FileCursor]] = field(default_factory=dict)  # oldest first
     unsettled: set[str] = field(default_factory=set)  # rotations not identifiable yet
     gone: dict[str, int] = field(default_factory=dict)  # key -> looks since it vanished
+    unaccounted: list[Unaccounted] = field(default_factory=list)  # vanished unidentified
     renamed: dict[str, str] = field(default_factory=dict)  # new name -> old (events)
     created: set[str] = field(default_factory=set)  # names (re)created since (events)
     unmatched: dict[str, int] = field(default_factory=dict)  # live name -> matches missed
@@ -158,7 +160,7 @@ class Group:
 
     def idle(self) -> bool:
         """Nothing is followed here any more."""
-        return not self.lives and not self.tracked and not self.streams
+        return not (self.lives or self.tracked or self.streams or self.unaccounted)
 
 
 @dataclass(frozen=True, slots=True)

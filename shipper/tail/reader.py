@@ -230,9 +230,16 @@ class FileCursor:
         return fingerprint(self.head()) != self.fp
 
     def head(self) -> bytes:
-        """The file's first bytes, through the descriptor when open (a deleted file too)."""
+        """The file's first bytes, through the descriptor when open (a deleted file too);
+        closed, by its name, b"" if that no longer leads to it (stat after the read: a
+        file that took the name meanwhile is never taken for this one)."""
         if self._fh is None:
-            return self.fs.read_head(self.real, self.compressed)
+            head = self.fs.read_head(self.real, self.compressed)
+            try:
+                st = self.fs.stat(self.real)
+            except OSError:
+                return b""
+            return head if same_file(st, self.dev, self.ino) else b""
         if not self.compressed:
             return os.pread(self._fh.fileno(), FINGERPRINT_BYTES, 0)
         return decompressed_head(self._fh.fileno())

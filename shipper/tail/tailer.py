@@ -188,6 +188,8 @@ class Tailer:
             for cursor in list(group.tracked.values()):
                 if cursor.state is State.LIVE and cursor.is_open:
                     life.check_replaced(cursor, now)
+                elif not (cursor.key or cursor.is_open or cursor.finished):
+                    life.identify_closed(group, cursor, now)
         life.forget_gone(looked, now)  # `gone` counts looks: only a look can change it
         if life.deleted and (glob_now or now >= self._next_bounds):
             self._next_bounds = now + BOUNDS_INTERVAL

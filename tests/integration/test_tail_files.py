@@ -6,6 +6,8 @@ import os
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from shipper.tail.fs import FileSystem
 from tests.support import Driver, KubeletDir, cri, gzip_file
 
@@ -612,3 +614,71 @@ def test_a_new_live_file_on_the_inode_of_the_rotation_just_deleted_is_a_new_file
     d.step()
     d.step()
     assert d.messages() == expected(0, 15)
+
+
+def rotate_and_compress_at_once(k: KubeletDir) -> Path:
+    """0.log renamed, compressed, its plain copy removed, a new 0.log: all between two
+    looks of the tailer."""
+    rotated = k.rotate(compress_older=False)
+    return gzip_file(rotated)
+
+
+def test_a_file_never_opened_for_the_descriptor_cap_and_compressed_away_is_read_not_given_up(
+    tmp_path,
+):
+    busy = KubeletDir(tmp_path, pod="busy")
+    busy.write(lines(0, 5))
+    d = driver(tmp_path, tail={"max_open_files": 1}, buffer_max_bytes=4096)
+    d.step(ack=False, max_passes=3)  # busy's file holds the one descriptor; reading pauses
+    quiet = KubeletDir(tmp_path, pod="quiet", naming="numeric")
+    quiet.write(b"2026-12-01T10:00:00.000000000Z stdout F line 100")  # no newline yet
+    d.step(ack=False, max_passes=3)  # found, not opened (no room), not identifiable yet
+    for i in range(3):
+        quiet.write(b"\n" if i == 0 else b"")
+        quiet.write(lines(101 + i * 10, 10 - (i == 0)))
+        busy.write(lines(10 + i * 10, 10))
+        rotate_and_compress_at_once(quiet)
+        d.step(ack=False, max_passes=3)
+    quiet.write(lines(200, 3))
+    d.ack_held()
+    for _ in range(5):
+        d.now += 10
+        d.step()
+    want = expected(0, 5) + expected(10, 30) + ["line 100"] + expected(101, 9)
+    want += expected(111, 10) + expected(121, 10) + expected(200, 3)
+    assert Counter(d.messages()) == Counter(want)
+    assert d.tailer.stats.given_up_bytes == {}
+
+
+@pytest.mark.parametrize("inode", ["new", "reused"])
+def test_a_file_never_opened_for_the_descriptor_cap_and_deleted_is_given_up_counted(
+    tmp_path, caplog, inode
+):
+    busy = KubeletDir(tmp_path, pod="busy")
+    busy.write(lines(0, 5))
+    d = driver(tmp_path, tail={"max_open_files": 1}, buffer_max_bytes=4096)
+    d.step(ack=False, max_passes=3)
+    quiet = KubeletDir(tmp_path, pod="quiet", naming="numeric")
+    partial = b"2026-12-01T10:00:00.000000000Z stdout F line 100"  # no newline yet
+    quiet.write(partial)
+    d.step(ack=False, max_passes=3)  # found, not opened (no room), not identifiable yet
+    # deleted for good, nothing of it anywhere, a new empty 0.log in its place (on the
+    # inode number it freed, as ext4 and xfs hand it out again, or on another)
+    if inode == "reused":
+        quiet.live.unlink()
+        quiet.live.touch()
+    else:
+        quiet.live.with_name("next").touch()
+        os.rename(quiet.live.with_name("next"), quiet.live)
+    rotate_and_compress_at_once(busy)  # another stream's unknown rotation accounts for nothing
+    for _ in range(3):
+        d.now += 2  # a look at the directories is due
+        d.step(ack=False, max_passes=3)
+    d.ack_held()
+    quiet.write(lines(101, 2))
+    d.now += 2
+    d.step()
+    assert d.tailer.stats.given_up_bytes == {"deleted_before_first_line": len(partial)}
+    [warning] = [r for r in caplog.records if getattr(r, "bytes_given_up", None)]
+    assert warning.bytes_given_up == len(partial) and "quiet" in warning.file
+    assert Counter(d.messages()) == Counter(expected(0, 5) + expected(101, 2))
