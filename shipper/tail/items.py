@@ -31,19 +31,6 @@ Item = Chunk | Finished | Restarted
 
 
 @dataclass(slots=True)
-class Unaccounted:
-    """Bytes of a file that vanished before its first line was seen (it was never opened,
-    or closed, for the descriptor cap): its text may yet turn up in a rotation nobody
-    followed (compressed meanwhile), found within two looks; if none does, they are given
-    up."""
-
-    stream: str
-    path: str
-    nbytes: int
-    looks: int = 0
-
-
-@dataclass(slots=True)
 class TailStats:
     """Counters the metrics read."""
 

@@ -1,12 +1,12 @@
 """The one place a cursor's state changes: found, keyed, moved, opened, closed, truncated,
 finished, given up.
 
-Transitions come from prospecting (shipper.tail.prospector) and from reading (the end of
-a file, a shrink, a new first line). A file is opened as soon as it is found, so its
-descriptor follows it through renames and deletion; a rotation is read to its end and
-closed once the runtime writes to the new file (a compressed one at its end), or after
-`rotate_wait` if the new file stays empty. Whatever can never be read is counted per
-reason in `stats.given_up_bytes` and logged once per file with its size.
+Transitions come from prospecting (shipper.tail.prospector, applied by
+shipper.tail.follow) and from reading (shipper.tail.ends: the end of a file, a shrink, a
+new first line). A file is opened as soon as it is found, so its descriptor follows it
+through renames and deletion; at the descriptor cap, files found are identified by name
+at every look until they can be opened. Whatever can never be read is counted by
+shipper.tail.losses.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import time
 import zlib
 
 from shipper.tail.budget import Budget, deleted_open
-from shipper.tail.catchup import find_copy
 from shipper.tail.fs import FileSystem
 from shipper.tail.identity import same_file
-from shipper.tail.items import Finished, Item, Restarted, TailStats, Unaccounted
+from shipper.tail.items import Finished, Item, TailStats
+from shipper.tail.losses import Losses
 from shipper.tail.options import END, TailOptions
 from shipper.tail.prospector import (
     Group,
@@ -31,8 +31,6 @@ from shipper.tail.registry import Registry, Text, text_of
 from shipper.tail.schedule import Schedule
 
 log = logging.getLogger(__name__)
-
-MAX_READ_ERRORS = 5  # a file no longer written that keeps failing to read is given up
 
 
 class Lifecycle:
@@ -48,6 +46,7 @@ class Lifecycle:
     ) -> None:
         self.o, self.fs, self.registry = options, fs, registry
         self.schedule, self.budget, self.stats = schedule, budget, stats
+        self.losses = Losses(stats)
         self.groups = prospector.groups
         self.cursors: set[FileCursor] = set()
         self.deleted: set[FileCursor] = set()  # deleted files held open (bounded)
@@ -104,7 +103,7 @@ class Lifecycle:
         except OSError:
             return
         group.tracked[os.path.basename(cursor.copy)] = cursor
-        self._close(cursor)
+        self.close(cursor)
         cursor.real, cursor.copy, cursor.compressed = cursor.copy, "", True
         cursor.dev, cursor.ino = st.st_dev, st.st_ino
         self.registry.moved(cursor)
@@ -128,8 +127,7 @@ class Lifecycle:
         else:
             # Closed and never identified: its text may be a rotation found beside it
             # (see `follow_rotation`); given up if none is found in two looks.
-            if unread := cursor.unread_bytes():
-                group.unaccounted.append(Unaccounted(cursor.stream, cursor.real, unread))
+            self.losses.unidentified(group, cursor)
             self.end(cursor, "", now)
 
     def follow_rotation(
@@ -147,16 +145,13 @@ class Lifecycle:
         long). A text never seen before may be what a file that vanished unidentified
         held: the first such file of its stream it could hold is accounted for."""
         self.stats.rotations += 1  # rotated before it was followed, or while shipper was down
-        cursor = self._make(group, name, st, stream, State.ROTATED, now)
+        cursor = self.make(group, name, st, stream, State.ROTATED, now)
         cursor.order = text.time
         cursor.offset = self.registry.follow(cursor, key, text.fp)
-        if cursor.offset == 0 and length is not None:
-            for u in group.unaccounted:
-                if u.stream == stream and u.nbytes <= length:
-                    group.unaccounted.remove(u)
-                    break
-        self._enter(group, cursor)
-        self._open_if_room(cursor, group)
+        if cursor.offset == 0:
+            self.losses.text_found(group, stream, length)
+        self.enter(group, cursor)
+        self.open_if_room(cursor, group)
 
     # ---- cursors --------------------------------------------------------------------------
 
@@ -173,7 +168,7 @@ class Lifecycle:
         cursor = (
             None
             if st is None or st.st_ino != ino
-            else self._make(group, name, st, stream, state, now)
+            else self.make(group, name, st, stream, state, now)
         )
         if cursor is not None and self.budget.room():
             try:
@@ -184,11 +179,11 @@ class Lifecycle:
             group.listing.pop(name, None)
             group.dirty = True
             return None
-        self._enter(group, cursor)
+        self.enter(group, cursor)
         self.try_key(cursor, now)
         return cursor
 
-    def _open_if_room(self, cursor: FileCursor, group: Group) -> None:
+    def open_if_room(self, cursor: FileCursor, group: Group) -> None:
         """Files are opened as soon as they are found: the descriptor then follows the
         file through renames and deletion, also while reading is paused."""
         if self.budget.room():
@@ -197,12 +192,12 @@ class Lifecycle:
             except (OSError, EOFError, zlib.error):
                 group.dirty = True  # gone or replaced already: the next look says which
 
-    def _make(
+    def make(
         self, group: Group, name: str, st: os.stat_result, stream: str, state: State, now: float
     ) -> FileCursor:
         return group.cursor(name, st, stream, state, now, self.o.max_line_bytes, self.fs)
 
-    def _enter(self, group: Group, cursor: FileCursor) -> None:
+    def enter(self, group: Group, cursor: FileCursor) -> None:
         group.enter(cursor)
         self.cursors.add(cursor)
         log.debug("following file", extra={"file": cursor.real, "state": cursor.state.value})
@@ -281,7 +276,7 @@ class Lifecycle:
                 budget.nothing_to_close(now)
                 self.schedule.sleep(cursor, now, 0.25)
                 return False
-            self._close(victim)
+            self.close(victim)
             if victim.state is State.DELETED:
                 self.to_copy(self.groups[victim.scope], victim, now)
             budget.parked += 1
@@ -289,8 +284,7 @@ class Lifecycle:
         try:
             return self._open(cursor)
         except ContentReplaced:
-            self.replaced(cursor, now)
-            return False
+            raise  # shrunk below its offset while closed: see shipper.tail.ends
         except (OSError, EOFError, zlib.error):
             if cursor.copy:
                 self.to_copy(self.groups[cursor.scope], cursor, now)
@@ -303,7 +297,7 @@ class Lifecycle:
         """Not read until the older files of its stream are done."""
         return not self.groups[cursor.scope].is_head(cursor)
 
-    def _close(self, cursor: FileCursor) -> None:
+    def close(self, cursor: FileCursor) -> None:
         if cursor.is_open:
             self.budget.open -= 1
         cursor.close()
@@ -316,99 +310,7 @@ class Lifecycle:
         cursor.state, cursor.state_since = state, now
         self.schedule.ready(cursor)
 
-    # ---- from reading ------------------------------------------------------------------
-
-    def check_replaced(self, cursor: FileCursor, now: float) -> os.stat_result | None:
-        """A shrink below what was read, or a new first line (rewritten in place): the
-        text read so far ends (see `replaced`). Looked for at the end of what could be
-        read, and when its directory is looked at (so the copy of copy-truncate is opened
-        at once, also while reading is paused). Returns a changed stat, if any."""
-        st = cursor.stat_if_changed()
-        if (
-            st is not None
-            and cursor.key
-            and (st.st_size < cursor.position or cursor.head_changed())
-        ):
-            self.replaced(cursor, now)
-            return None
-        return st
-
-    def at_end(self, cursor: FileCursor, now: float) -> None:
-        """Nothing more to read for now: a shrink, a deletion, or the final end."""
-        st = self.check_replaced(cursor, now)
-        if cursor.finished or not cursor.key:
-            return
-        if cursor.state is State.LIVE:
-            if st is None or st.st_nlink:
-                self.schedule.sleep(cursor, now)
-                return
-            self.set_state(cursor, State.DELETED, now)
-        if self._complete(cursor) or now - cursor.state_since >= self.o.rotate_wait:
-            self.finish(cursor)
-        else:
-            self.schedule.sleep(cursor, now)
-
-    def _complete(self, cursor: FileCursor) -> bool:
-        """A file no longer live, read to its end, gets no more lines once it is
-        compressed, or once the runtime writes to a new file at its live name.
-
-        The runtime reopens its log after the rename and then writes only to the new file,
-        so new lines there mean the old one is done. They are looked for first and the old
-        file read once more after, or its last lines (written just before the reopen)
-        could be missed; until then, or if the new file stays empty, `rotate_wait` holds.
-        """
-        if cursor.compressed or cursor.superseded:
-            return True
-        try:
-            st = self.fs.stat(os.path.join(cursor.scope, cursor.stream))
-        except OSError:
-            return False
-        if st.st_size > 0 and not same_file(st, cursor.dev, cursor.ino):
-            cursor.superseded = True  # the next end reached is the last
-        return False
-
-    def replaced(self, cursor: FileCursor, now: float) -> None:
-        """Truncated (copy-truncate) or rewritten in place: the text read so far ends, the
-        file is read again from 0 as a new text; a copy of the old text beside it (the
-        copy of copy-truncate) is read on from where the old one was."""
-        old_key, old_prefix, old_offset, old_fp = (
-            cursor.key,
-            cursor.id_prefix,
-            cursor.offset,
-            cursor.fp,
-        )
-        unread = max(cursor.size_seen - cursor.position, 0)
-        log.warning(
-            "file truncated (copy-truncate?); reading it again from the start",
-            extra={"file": cursor.path, "was": cursor.position},
-        )
-        self.stats.truncations += 1
-        self.out.append(Restarted(cursor, old_key, old_prefix, old_offset))
-        self.registry.release(cursor)
-        cursor.restart_after_truncation()
-        self.schedule.ready(cursor)
-        group = self.groups[cursor.scope]
-        copy = find_copy(self.fs, group, old_fp)
-        if copy is not None:
-            name, st = copy
-            rest = self._make(group, name, st, cursor.stream, State.ROTATED, now)
-            rest.set_key(old_key, old_fp)
-            rest.offset = old_offset
-            self.registry.by_key[old_key] = rest
-            self.registry.moved(rest)
-            self._enter(group, rest)
-            self._open_if_room(rest, group)
-        elif unread:
-            self._lost(cursor.real, "truncated_unread", unread)
-
-    def read_failed(self, cursor: FileCursor, now: float, error: str) -> None:
-        log.error("read failed; will retry", extra={"file": cursor.real, "error": error})
-        self._close(cursor)
-        cursor.read_errors += 1
-        if cursor.state is not State.LIVE and cursor.read_errors >= MAX_READ_ERRORS:
-            self.end(cursor, "unreadable", now)
-        else:
-            self.schedule.sleep(cursor, now, 1.0)
+    # ---- ends ------------------------------------------------------------------------
 
     def finish(self, cursor: FileCursor) -> None:
         """The file is done: hand out an unterminated last line, then close it for good."""
@@ -434,21 +336,14 @@ class Lifecycle:
         """The cursor ends before its file's end; what it had not read is given up."""
         unread = cursor.unread_bytes()
         if reason and unread:
-            self._lost(cursor.real, reason, unread)
+            self.losses.lost(cursor.real, reason, unread)
         if cursor.key:
             self.registry.store.remove(cursor.key)
         self._drop(cursor)
 
-    def _lost(self, path: str, reason: str, nbytes: int) -> None:
-        log.warning(
-            "giving up bytes that can no longer be read",
-            extra={"file": path, "reason": reason, "bytes_given_up": nbytes},
-        )
-        self.stats.give_up(reason, nbytes)
-
     def _drop(self, cursor: FileCursor) -> None:
         cursor.finished = True
-        self._close(cursor)
+        self.close(cursor)
         self.registry.release(cursor)
         self.schedule.forget(cursor)
         self.cursors.discard(cursor)
@@ -465,7 +360,7 @@ class Lifecycle:
         for cursor, reason in self.budget.over(deleted_open(self.deleted), now):
             group = self.groups[cursor.scope]
             if cursor.copy and os.path.basename(cursor.copy) in group.listing:
-                self._close(cursor)
+                self.close(cursor)
                 self.to_copy(group, cursor, now)
             elif not cursor.finished:
                 self.end(cursor, reason, now)
@@ -482,16 +377,11 @@ class Lifecycle:
                     self.end(holder, "vanished_unread", now)
                 elif holder is None:
                     self.registry.store.remove(key)
-            for u in list(group.unaccounted):
-                if u.looks < 1:
-                    u.looks += 1
-                    continue
-                group.unaccounted.remove(u)
-                self._lost(u.path, "deleted_before_first_line", u.nbytes)
+            self.losses.looked(group)
 
     def stop(self) -> None:
         """Close every file; what is left of deleted ones cannot be read by the next run."""
         for cursor in list(self.cursors):
             if cursor.is_open and cursor.links() == 0 and cursor.unread_bytes():
-                self._lost(cursor.real, "deleted_at_shutdown", cursor.unread_bytes())
-            self._close(cursor)
+                self.losses.lost(cursor.real, "deleted_at_shutdown", cursor.unread_bytes())
+            self.close(cursor)

@@ -28,7 +28,7 @@ from shipper.tail import naming
 from shipper.tail.discovery import Found, Resolved, expand
 from shipper.tail.fs import FileSystem
 from shipper.tail.identity import is_compressed
-from shipper.tail.items import Unaccounted
+from shipper.tail.losses import Unaccounted
 from shipper.tail.reader import FileCursor, State
 from shipper.tail.registry import text_of
 

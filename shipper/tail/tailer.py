@@ -24,6 +24,7 @@ from shipper.checkpoint import CheckpointStore
 from shipper.tail.budget import Budget
 from shipper.tail.changes import Changes
 from shipper.tail.discovery import DirectoryWatcher, excluded, make_watcher, watch_roots
+from shipper.tail.ends import Ends
 from shipper.tail.follow import Follower
 from shipper.tail.fs import REAL, FileSystem
 from shipper.tail.items import Finished, Item, Restarted, TailStats
@@ -70,6 +71,7 @@ class Tailer:
             options, fs, self.registry, self.schedule, self.budget, self.stats, self.prospector
         )
         self.follower = Follower(self.lifecycle, fs)
+        self.ends = Ends(self.lifecycle)
         self._watcher: DirectoryWatcher | None = None
         self._watched: set[str] = set()
         self._next_rescan = 0.0
@@ -187,7 +189,7 @@ class Tailer:
         for group in looked:
             for cursor in list(group.tracked.values()):
                 if cursor.state is State.LIVE and cursor.is_open:
-                    life.check_replaced(cursor, now)
+                    self.ends.check_replaced(cursor, now)
                 elif not (cursor.key or cursor.is_open or cursor.finished):
                     life.identify_closed(group, cursor, now)
         life.forget_gone(looked, now)  # `gone` counts looks: only a look can change it
@@ -227,7 +229,7 @@ class Tailer:
         `max_bytes` 0: only the picture is brought up to date)."""
         now = self.clock()
         self.discover(now)
-        life, schedule = self.lifecycle, self.schedule
+        life, schedule, ends = self.lifecycle, self.schedule, self.ends
         schedule.wake_due(now)
         out = life.take()
         budget = max_bytes
@@ -246,20 +248,20 @@ class Tailer:
                 if not cursor.finished:
                     schedule.sleep(cursor, now)
                 continue
-            if not cursor.is_open and not life.reopen(cursor, now):
-                continue
             before = cursor.position
             try:
+                if not cursor.is_open and not life.reopen(cursor, now):
+                    continue
                 chunks = cursor.read(min(chunk_bytes, budget))
             except ContentReplaced:
-                life.replaced(cursor, now)
+                ends.replaced(cursor, now)
                 continue
             except ReadError as exc:
-                life.read_failed(cursor, now, str(exc))
+                ends.read_failed(cursor, now, str(exc))
                 continue
             self.stats.truncated_bytes += cursor.take_dropped()
             if chunks is None:
-                life.at_end(cursor, now)
+                ends.at_end(cursor, now)
                 continue
             out.extend(chunks)
             budget -= max(cursor.position - before, 1)
