@@ -58,9 +58,11 @@ class Budget:
         for c in cursors:
             if c is wanted or not c.is_open:
                 continue
-            if c.state is State.LIVE and (c.eof or not c.unread_bytes()):
-                idle.append(c)  # (an empty one too, never read for want of a first line)
-            elif waiting(c) and (c.copy if c.state is State.DELETED else c.links()):
+            # cheap tests first: at the cap this runs over every open file
+            if c.state is State.LIVE:
+                if c.eof or (not c.key and not c.unread_bytes()):
+                    idle.append(c)  # (an empty one too, never read for want of a first line)
+            elif waiting(c) and (c.copy if c.state is State.DELETED else c.compressed or c.links()):
                 later.append(c)
         if idle:
             return min(idle, key=last_data)
