@@ -26,7 +26,7 @@ from shipper.tail.prospector import (
     Group,
     Prospector,
 )
-from shipper.tail.reader import ContentReplaced, FileCursor, State
+from shipper.tail.reader import FileCursor, State
 from shipper.tail.registry import Registry, Text, text_of
 from shipper.tail.schedule import Schedule
 
@@ -281,10 +281,8 @@ class Lifecycle:
                 self.to_copy(self.groups[victim.scope], victim, now)
             budget.parked += 1
             self.stats.parked += 1
-        try:
+        try:  # ContentReplaced (shrunk below its offset while closed): shipper.tail.ends
             return self._open(cursor)
-        except ContentReplaced:
-            raise  # shrunk below its offset while closed: see shipper.tail.ends
         except (OSError, EOFError, zlib.error):
             if cursor.copy:
                 self.to_copy(self.groups[cursor.scope], cursor, now)
