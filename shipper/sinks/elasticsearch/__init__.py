@@ -5,10 +5,13 @@ is the model):
   backoff, TLS; client.py: the calls made over it (the injected seam for unit tests);
 - startup.py: engine and version detection, templates (templates.py), fatal errors;
 - classify.py: what a bulk answer means for each document (pure);
+- outcomes.py: what follows from each answer for a batch's documents (accounted for,
+  dead-lettered, split, retried);
 - deadletter.py: rejected documents kept with their reason, one request per answer;
 - lookup.py: the uncertain range checked against the whole target before re-sending;
+- retries.py: backoff, the attempt limit, since when requests fail, rate-limited warnings;
 - queue.py: batches waiting for a request slot and what each still owes;
-- sink.py: the sink itself (requests, retries, splitting, readiness).
+- sink.py: the sink itself (start-up, requests, reloads, readiness).
 """
 
 from typing import Any

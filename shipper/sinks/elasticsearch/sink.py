@@ -12,7 +12,7 @@ request with exponential backoff and full jitter, without limit by default: the 
 are the buffer. A request that failed after it was written (timeout, connection lost,
 5xx) may have been executed, so its documents become uncertain and are looked up in the
 whole target before they are sent again (see lookup.py). In a bulk answer each item is
-judged alone (classify.py). A 413 splits the request in halves until it fits; a single
+judged alone (classify.py, outcomes.py). A 413 splits the request in halves until it fits; a single
 document that cannot fit goes to dead letters.
 """
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,10 +29,11 @@ from shipper.document import DocumentEncoder
 from shipper.observe import Metrics
 from shipper.sinks.base import Batch
 from shipper.sinks.elasticsearch import classify as verdicts
-from shipper.sinks.elasticsearch.client import ApiError, Client, Transport, error_of, make_transport
-from shipper.sinks.elasticsearch.deadletter import DeadLetters, Letter
-from shipper.sinks.elasticsearch.lookup import already_indexed, entry_target
+from shipper.sinks.elasticsearch.client import ApiError, Client, Transport, make_transport
+from shipper.sinks.elasticsearch.deadletter import DeadLetters
+from shipper.sinks.elasticsearch.outcomes import Outcomes
 from shipper.sinks.elasticsearch.queue import BatchQueue, Work
+from shipper.sinks.elasticsearch.retries import Retries
 from shipper.sinks.elasticsearch.startup import (
     Server,
     SinkStartError,
@@ -42,12 +42,9 @@ from shipper.sinks.elasticsearch.startup import (
     install_templates,
 )
 from shipper.sinks.elasticsearch.templates import target_patterns
-from shipper.sinks.elasticsearch.transport import ConnectFailed, TransportError
+from shipper.sinks.elasticsearch.transport import TransportError
 
 log = logging.getLogger(__name__)
-
-BLOCK_LOG_INTERVAL = 30.0
-RETRY_LOG_INTERVAL = 10.0
 
 
 class ElasticsearchSink:
@@ -65,7 +62,6 @@ class ElasticsearchSink:
         self._ack = ack
         self.metrics = metrics
         self._sleep = sleep
-        self._clock = clock
         self._transport = transport
         self.client: Client | None = None
         self.server: Server | None = None
@@ -73,19 +69,15 @@ class ElasticsearchSink:
         self._prepare_task: asyncio.Task[None] | None = None
         self._fatal: BaseException | None = None
         self._ready_once = False
-        self._failing_since: float | None = None
         self._closing = False
         self.target = cfg.index or cfg.data_stream
         # What the template covers: the target, or every stream routing may name.
         self.patterns = patterns or target_patterns(cfg.data_stream, cfg.index)
-        # Where the uncertain range is looked for: the data stream (all backing indices),
-        # or every index a dated pattern can produce. A routed document is looked for in
-        # the stream its action names.
-        self._lookup_target = ",".join(target_patterns(cfg.data_stream, cfg.index))
         # Data stream: POST /<stream>/_bulk (routed actions name their own stream as
         # `_index`). Dated indices: POST /_bulk, _index per action.
         self._bulk_path = "/_bulk" if cfg.index else f"/{cfg.data_stream}/_bulk"
-        self._last_log: dict[str, float] = {}
+        self.retries = Retries(cfg.retry, metrics, sleep, clock)
+        self.outcomes = Outcomes(cfg, metrics, self.retries, self._send)
         self.dead_letters: DeadLetters | None = None
         self._retiring: set[asyncio.Task[None]] = set()
         metrics.sink_hosts_up.read = self._hosts_up
@@ -109,7 +101,8 @@ class ElasticsearchSink:
 
     def _connect(self) -> None:
         """The client (hosts, credentials read from their files now, TLS, bulk settings)
-        and the dead-letter writer over it: at start, and again on a config reload."""
+        and the dead-letter writer over it, for the outcomes too: at start, and again on a
+        config reload."""
         self.client = Client(self._transport or make_transport(self.cfg))
         self.dead_letters = DeadLetters(
             self.client,
@@ -117,9 +110,10 @@ class ElasticsearchSink:
             self.target,
             self.metrics,
             self.cfg.bulk.max_bytes,
-            self._pause,
-            self._log_retry,
+            self.retries.pause,
+            self.retries.log,
         )
+        self.outcomes.connect(self.client, self.dead_letters)
 
     def reconfigure(self, cfg: Elasticsearch) -> None:
         """A config reload: new hosts, credentials (files read again), TLS, bulk and retry
@@ -129,6 +123,7 @@ class ElasticsearchSink:
         those keys (see shipper.reload)."""
         old_client, old_timeout = self.client, self.cfg.bulk.timeout
         self.cfg = cfg
+        self.retries.settings = cfg.retry
         self._connect()  # raises ConfigError (unreadable credentials): the old one stays
         self.queue.concurrency = cfg.bulk.concurrency
         self.queue.pump()
@@ -173,10 +168,7 @@ class ElasticsearchSink:
 
     def ready(self) -> bool:
         """Templates installed, and not unreachable or refusing for `unready_after`."""
-        if not self._ready_once:
-            return False
-        since = self._failing_since
-        return since is None or self._clock() - since < self.cfg.unready_after
+        return self._ready_once and not self.retries.failing_for(self.cfg.unready_after)
 
     def fatal(self) -> BaseException | None:
         """An error that retrying cannot fix (the daemon exits 1 with it)."""
@@ -208,8 +200,8 @@ class ElasticsearchSink:
                 fatal = fatal_error(exc, self.cfg)
                 if fatal is not None:
                     raise fatal from None
-                self._log_retry("elasticsearch not ready yet", exc)
-            await self._pause(attempt)
+                self.retries.log("elasticsearch not ready yet", exc)
+            await self.retries.pause(attempt)
             attempt += 1
 
     # ---- delivery ------------------------------------------------------------------------
@@ -233,9 +225,9 @@ class ElasticsearchSink:
         """Send `positions` of `work` until each one is accounted for."""
         attempt = 0
         while positions:
-            unknown = await self._skip_indexed(work, positions)
+            unknown = await self.outcomes.skip_indexed(work, positions)
             if unknown is None:  # the lookup failed: never send uncertain documents blind
-                await self._pause(attempt)
+                await self.retries.pause(attempt)
                 attempt += 1
                 continue
             positions = unknown
@@ -259,202 +251,29 @@ class ElasticsearchSink:
                 self.metrics.retries.inc(len(positions), "connection")
                 if exc.sent:  # it may have been executed: look before sending again
                     work.uncertain.update(positions)
-                self._failing()
-                self._log_retry(
+                self.retries.failing()
+                self.retries.log(
                     "elasticsearch unreachable; retrying", exc, documents=len(positions)
                 )
-                positions = self._still_trying(work, positions, "connection")
+                positions = self.retries.still_trying(work, positions, "connection")
             else:
                 self.metrics.bytes_sent.inc(size)
                 if response.status == 200:
-                    positions = await self._judge(work, positions, response.body)
+                    positions = await self.outcomes.judge(work, positions, response.body)
                 else:
-                    positions = await self._refused(work, positions, response.status, response.body)
+                    positions = await self.outcomes.refused(
+                        work, positions, response.status, response.body
+                    )
                     if positions is None:
                         return
             if positions:
-                await self._pause(attempt)
+                await self.retries.pause(attempt)
                 attempt += 1
-
-    async def _skip_indexed(self, work: Work, positions: list[int]) -> list[int] | None:
-        """Account for the uncertain documents among `positions` the target already holds;
-        the rest, or None when the lookup failed (try again later)."""
-        uncertain = [p for p in positions if p in work.uncertain]
-        if not uncertain or not self.cfg.deterministic_ids:
-            return positions
-        entries = work.batch.entries
-        ids: dict[int, str | None] = {}
-        # Each document is looked for where it was sent: its own stream when its action
-        # names one (routing), else the configured target. Dated indices: the pattern.
-        by_target: dict[str, list[str]] = {}
-        for p in uncertain:
-            index, id_ = entry_target(entries[p])
-            ids[p] = id_
-            if id_:
-                where = self._lookup_target if self.cfg.index or not index else index
-                by_target.setdefault(where, []).append(id_)
-        assert self.client is not None
-        try:
-            found: set[str] = set()
-            for where, wanted in by_target.items():
-                found |= await already_indexed(self.client, where, wanted)
-        except (TransportError, ApiError) as exc:
-            self._failing()
-            self._log_retry("looking up re-sent documents failed; retrying", exc)
-            return None
-        there = [p for p, i in ids.items() if i in found]
-        self.metrics.documents_checked.inc(len(there), "found")
-        self.metrics.documents_checked.inc(len(uncertain) - len(there), "absent")
-        self.metrics.documents_duplicate.inc(len(there))
-        work.account(there)
-        work.uncertain.difference_update(uncertain)  # known absent now
-        gone = set(there)
-        return [p for p in positions if p not in gone]
-
-    async def _refused(
-        self, work: Work, positions: list[int], status: int, body: bytes
-    ) -> list[int] | None:
-        """A `_bulk` refused as a whole: the positions to retry, None when handled."""
-        kind, reason = error_of(body, status)
-        outcome = verdicts.request_outcome(status, kind, len(positions))
-        if outcome == verdicts.SPLIT:
-            self.metrics.bulk_requests.inc(1, "split")
-            if len(positions) == 1:
-                await self._reject(work, [(positions[0], 413, "request_too_large", reason)])
-                return None
-            half = len(positions) // 2
-            await self._send(work, positions[:half])
-            await self._send(work, positions[half:])
-            return None
-        if outcome == verdicts.REJECT_ONE:
-            await self._reject(work, [(positions[0], status, kind, reason)])
-            return None
-        self.metrics.bulk_requests.inc(1, "error")
-        self._failing()
-        if outcome == verdicts.BLOCKED:
-            self._blocked(len(positions), status, reason)
-        else:
-            self.metrics.retries.inc(len(positions), f"http_{status}")
-            self._log_retry(
-                "bulk request failed; retrying",
-                None,
-                status=status,
-                error_type=kind,
-                documents=len(positions),
-            )
-            if status >= 500:  # a proxy's 502/504 or a node failing mid-request
-                work.uncertain.update(positions)
-        return self._still_trying(work, positions, f"http_{status}")
-
-    async def _judge(self, work: Work, positions: list[int], body: bytes) -> list[int]:
-        """Account for each item of a bulk answer; return the positions to try again."""
-        verdict = verdicts.classify(body, len(positions))
-        metrics = self.metrics
-        if verdict.mismatch:
-            log.error(
-                "bulk response does not match the request; sending it again",
-                extra={"documents": len(positions)},
-            )
-            work.uncertain.update(positions)
-            return self._still_trying(work, positions, "bad_response")
-        retry = [positions[i] for i in verdict.retry]
-        accepted = len(positions) - len(retry) - len(verdict.rejected)
-        if accepted:
-            self._failing_since = None
-            metrics.sink_blocked.set(0.0)
-        elif retry:
-            self._failing()
-        metrics.documents_indexed.inc(verdict.indexed + verdict.failure_store)
-        metrics.documents_duplicate.inc(verdict.duplicate)
-        metrics.dead_letters.inc(verdict.failure_store)
-        partial = bool(retry or verdict.rejected or verdict.failure_store)
-        metrics.bulk_requests.inc(1, "partial" if partial else "ok")
-        if verdict.rejected:
-            rejected = verdict.rejected
-            await self._reject(
-                work, [(positions[r.position], r.status, r.type, r.reason) for r in rejected]
-            )
-        done = set(positions) - set(retry)
-        work.account(done)
-        if verdict.blocked:
-            self._blocked(verdict.blocked, 0, "")
-        others = len(retry) - verdict.blocked
-        if others:
-            metrics.retries.inc(others, verdict.retry_reason())
-            self._log_retry(
-                "some documents were refused for now; retrying them", None, documents=others
-            )
-        return self._still_trying(work, retry, "item")
-
-    async def _reject(self, work: Work, rejected: list[tuple[int, int, str, str]]) -> None:
-        """Dead-letter these positions (one request for all of them), then account them."""
-        assert self.dead_letters is not None
-        entries = work.batch.entries
-        await self.dead_letters.write([Letter(entries[p], s, t, r) for p, s, t, r in rejected])
-        work.account([p for p, *_ in rejected])
-
-    def _still_trying(self, work: Work, positions: list[int], reason: str) -> list[int]:
-        limit = self.cfg.retry.max_attempts
-        if not limit or work.tried < limit or not positions:
-            return positions
-        self.metrics.lines_given_up.inc(len(positions), "retries_exhausted")
-        log.error(
-            "giving documents up after retry.max_attempts attempts",
-            extra={"documents": len(positions), "attempts": limit, "last_reason": reason},
-        )
-        work.account(positions)
-        return []
 
     # ---- health --------------------------------------------------------------------------
 
-    def _failing(self) -> None:
-        if self._failing_since is None:
-            self._failing_since = self._clock()
-
-    def _blocked(self, documents: int, status: int, reason: str) -> None:
-        """Writes refused by a cluster block: retried, counted, one line now and then."""
-        self.metrics.retries.inc(documents, "cluster_block")
-        self.metrics.sink_blocked.set(1.0)
-        if self._due("block", BLOCK_LOG_INTERVAL):
-            log.warning(
-                "writes refused by a cluster block (index.blocks.write, or the flood-stage disk "
-                "watermark's read_only_allow_delete); retrying until it is lifted",
-                extra={"documents": documents, "status": status, "reason": reason[:300]},
-            )
-
     def _hosts_up(self) -> float:
         return float(self.client.hosts_alive()) if self.client is not None else 0.0
-
-    # ---- plumbing ---------------------------------------------------------------------------
-
-    async def _pause(self, attempt: int) -> None:
-        r = self.cfg.retry
-        ceiling = min(r.max_backoff, r.initial_backoff * (2 ** min(attempt, 30)))
-        await self._sleep(random.uniform(r.initial_backoff / 2, ceiling))  # full jitter, floor
-
-    def _due(self, what: str, interval: float) -> bool:
-        now = time.monotonic()
-        if now - self._last_log.get(what, -interval) < interval:
-            return False
-        self._last_log[what] = now
-        return True
-
-    def _log_retry(self, message: str, exc: BaseException | None, **fields: Any) -> None:
-        # At most one line every 10 s while failing: loud enough, never a flood.
-        if not self._due("retry", RETRY_LOG_INTERVAL):
-            return
-        if exc is not None:
-            fields["error"] = _describe(exc)
-        log.warning(message, extra=fields)
-
-
-def _describe(exc: BaseException) -> str:
-    """A short, secret-free description (no headers, no bodies)."""
-    if isinstance(exc, ApiError):
-        return f"HTTP {exc.status} {exc.type}"
-    if isinstance(exc, ConnectFailed | TransportError):
-        return str(exc)[:300]
-    return f"{exc.__class__.__name__}: {str(exc)[:300]}"
 
 
 __all__ = ["ElasticsearchSink", "SinkStartError"]
