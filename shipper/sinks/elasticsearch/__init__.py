@@ -2,7 +2,8 @@
 is the model):
 
 - transport.py: HTTP/1.1 on asyncio, keep-alive pools, several hosts with dead-host
-  backoff, TLS; client.py: the calls made over it (the injected seam for unit tests);
+  backoff, TLS; wire.py: the messages (responses read, bodies written, gzip);
+  client.py: the calls made over it (the injected seam for unit tests);
 - startup.py: engine and version detection, templates (templates.py), fatal errors;
 - classify.py: what a bulk answer means for each document (pure);
 - outcomes.py: what follows from each answer for a batch's documents (accounted for,

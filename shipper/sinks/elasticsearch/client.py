@@ -14,7 +14,8 @@ from typing import Any, Protocol
 import orjson
 
 from shipper.config import ConfigError, Elasticsearch, secret
-from shipper.sinks.elasticsearch.transport import Body, HttpTransport, Response, tls_context
+from shipper.sinks.elasticsearch.transport import HttpTransport, Response, tls_context
+from shipper.sinks.elasticsearch.wire import Body
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"

@@ -14,29 +14,24 @@ and refuses to talk to OpenSearch. What it does:
 - TLS verified by default (system CAs or a CA file), client certificates, basic auth or
   an API key as a fixed header (never logged, never put in an error message);
 - gzip request bodies; responses with Content-Length, chunked or read to the close, gzip
-  decoded; one timeout for the whole exchange.
+  decoded (wire.py: the messages themselves); one timeout for the whole exchange.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gzip
 import ssl
 import time
-import zlib
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
+
+from shipper.sinks.elasticsearch.wire import Body, gzipped, length, query, read_response, write_body
 
 IDLE_SECONDS = 20.0  # an idle connection older than this is closed rather than reused
 MAX_HEADER_BYTES = 64 * 1024
 EXPECT_BYTES = 64 * 1024  # a body this large that breaks the pipe is asked for again
-SLICE_PIECES = 512  # a body given in pieces is written this many at a time (~256 KiB)
-
-# A request body: bytes, or its pieces in order (a bulk request's NDJSON entries): written
-# a slice at a time, never joined whole, so a request in flight costs no copy of its body.
-Body = bytes | Sequence[bytes]
 
 
 class TransportError(Exception):
@@ -186,9 +181,9 @@ class HttpTransport:
         extra = b"".join(f"{k}: {v}\r\n".encode() for k, v in (headers or {}).items())
         payload = body
         if body is not None and self._gzip:
-            payload = _gzipped(body)
+            payload = gzipped(body)
             extra += b"Content-Encoding: gzip\r\n"
-        target = path if not params else path + "?" + _query(params)
+        target = path if not params else path + "?" + query(params)
         limit = timeout if timeout is not None else self.timeout
         last: TransportError | None = None
         for host in self._order():
@@ -233,17 +228,17 @@ class HttpTransport:
             try:
                 writer.write(head)
                 if body:
-                    await _write_body(writer, body)
+                    await write_body(writer, body)
                 await writer.drain()
             except (OSError, ssl.SSLError):
                 writer.close()
-                if body is None or _length(body) < EXPECT_BYTES:
+                if body is None or length(body) < EXPECT_BYTES:
                     raise
                 # A server refusing a body (413 past http.max_content_length) answers and
                 # closes before reading it; that answer is usually lost with the broken
                 # pipe. Ask again, this time waiting for its verdict before the body.
                 return await self._expect_continue(host, method, target, body, extra)
-            status, headers, data, keep = await _read_response(reader, method)
+            status, headers, data, keep = await read_response(reader, method)
         except (OSError, asyncio.IncompleteReadError, ValueError, ssl.SSLError) as exc:
             writer.close()
             raise RequestFailed(host.url, _reason(exc, reused)) from None
@@ -266,7 +261,7 @@ class HttpTransport:
             host.authority,
             self._fixed,
             extra,
-            _length(body) if body is not None else 0,
+            length(body) if body is not None else 0,
         )
 
     async def _expect_continue(
@@ -285,11 +280,11 @@ class HttpTransport:
             except TimeoutError:
                 interim = b""  # no interim answer: send the body anyway (RFC 9110)
             if interim and not interim.startswith((b"HTTP/1.1 100", b"HTTP/1.0 100")):
-                status, headers, data, _ = await _read_response(reader, method, interim)
+                status, headers, data, _ = await read_response(reader, method, interim)
                 return Response(status, headers, data, host.url)
-            await _write_body(writer, body)
+            await write_body(writer, body)
             await writer.drain()
-            status, headers, data, _ = await _read_response(reader, method)
+            status, headers, data, _ = await read_response(reader, method)
             return Response(status, headers, data, host.url)
         finally:
             writer.close()
@@ -332,55 +327,6 @@ class HttpTransport:
             self._drop_idle(host)
 
 
-async def _read_response(
-    reader: asyncio.StreamReader, method: str, raw: bytes = b""
-) -> tuple[int, dict[str, str], bytes, bool]:
-    """(status, headers, body, keep-alive) of one HTTP/1.1 response (`raw`: its head, if
-    already read)."""
-    raw = raw or await reader.readuntil(b"\r\n\r\n")
-    lines = raw.decode("latin-1").split("\r\n")
-    version, _, rest = lines[0].partition(" ")
-    if not version.startswith("HTTP/"):
-        raise ValueError(f"not an HTTP response: {lines[0][:60]!r}")
-    status = int(rest[:3])
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if line:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-    keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
-    if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
-        body = b""
-    elif "chunked" in headers.get("transfer-encoding", "").lower():
-        body = await _read_chunked(reader)
-    elif "content-length" in headers:
-        body = await reader.readexactly(int(headers["content-length"]))
-    else:
-        body = await reader.read()
-        keep = False
-    encoding = headers.get("content-encoding", "").lower()
-    if encoding in ("gzip", "deflate") and body:
-        body = zlib.decompress(body, 47)  # gzip or zlib header, detected
-    return status, headers, body, keep
-
-
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    parts = []
-    while True:
-        size_line = await reader.readuntil(b"\r\n")
-        size = int(size_line.split(b";", 1)[0].strip(), 16)
-        if size == 0:
-            while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers
-                pass
-            return b"".join(parts)
-        parts.append(await reader.readexactly(size))
-        await reader.readexactly(2)
-
-
-def _query(params: dict[str, str]) -> str:
-    return "&".join(f"{quote(k, safe='')}={quote(str(v), safe=',*')}" for k, v in params.items())
-
-
 def _reason(exc: BaseException, reused: bool) -> str:
     if isinstance(exc, asyncio.IncompleteReadError):
         text = "connection closed before the answer was complete"
@@ -389,23 +335,3 @@ def _reason(exc: BaseException, reused: bool) -> str:
     else:
         text = f"{exc.__class__.__name__}: {str(exc)[:200]}".rstrip(": ")
     return text + (" (on a reused connection)" if reused else "")
-
-
-def _length(body: Body) -> int:
-    return len(body) if isinstance(body, bytes) else sum(map(len, body))
-
-
-async def _write_body(writer: asyncio.StreamWriter, body: Body) -> None:
-    if isinstance(body, bytes):
-        writer.write(body)
-        return
-    for at in range(0, len(body), SLICE_PIECES):
-        writer.write(b"".join(body[at : at + SLICE_PIECES]))
-        await writer.drain()
-
-
-def _gzipped(body: Body) -> bytes:
-    if isinstance(body, bytes):
-        return gzip.compress(body, compresslevel=1)
-    packer = zlib.compressobj(1, zlib.DEFLATED, 31)  # gzip framing
-    return b"".join([*(packer.compress(part) for part in body), packer.flush()])
