@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from parsers.decoder import DecoderOptions
+from shipper import gauges
 from shipper.acks import AckTracker
 from shipper.batching import Batcher
 from shipper.checkpoint import CheckpointStore, CheckpointWriter
@@ -317,30 +318,7 @@ class Pipeline:
 
     def update_gauges(self) -> None:
         """Refresh gauges and the counters kept by other parts, when scraped."""
-        m = self.metrics
-        cursors = self.tailer.cursors
-        m.files_followed.set(len(cursors))
-        m.files_open.set(self.tailer.open_files())
-        m.in_flight.set(self.tracker.in_flight_bytes)
-        lag = 0
-        for cursor in cursors:
-            size = cursor.stat_size()
-            entry = self.store.get(cursor.key)
-            committed = entry.offset if entry is not None else 0
-            if size is not None:
-                lag += max(size - committed, 0)
-        m.lag.set(lag)
-        last = self.store.last_save
-        m.checkpoint_age.set(time.time() - last if last else 0.0)
-        stats = self.tailer.stats
-        m.rotations.set_total(stats.rotations)
-        m.truncations.set_total(stats.truncations)
-        m.bytes_truncated.set_total(stats.truncated_bytes + self.files.decoder_dropped)
-        for reason, nbytes in stats.given_up_bytes.items():
-            m.bytes_given_up.set_total(nbytes, reason)
-        for flag, count in self.files.encode_stats.flags.items():
-            m.events_flagged.set_total(count, flag)
-        m.up.set(1.0 if self.sink.ready() else 0.0)
+        gauges.update(self.metrics, self.tailer, self.tracker, self.store, self.files, self.sink)
 
     # ---- ending ----------------------------------------------------------------------------
 
