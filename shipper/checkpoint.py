@@ -1,47 +1,39 @@
 """Durable read positions, advanced only as far as the sink has acknowledged.
 
 The store maps a file key (see shipper.tail.identity) to the offset up to which every line
-has been delivered. It is written atomically (temporary file, fsync, rename, fsync of the
-directory) with a checksum, and the previous good copy is kept: a torn or corrupt store
-is detected on load and replaced by that copy, with a warning.
+has been delivered. It is written atomically with a checksum (shipper.storefile), and the
+previous good copy is kept: a torn or corrupt store is detected on load and replaced by
+that copy, with a warning.
 
 Offsets are advanced by shipper.acks as the sink acknowledges what was read.
 
 Beside each committed offset the store keeps a "sent up to" mark: no document at or past
-it has been handed to the sink. It is written before a batch reaching past it is sent
-(`Pipeline._dispatch`), so after a restart the documents between the committed offset and
-the mark are the uncertain range: they may already be indexed (`resent`), and the sink
-looks them up before writing them again.
+it has been handed to the sink. The marks are a file of their own, written before a
+batch reaching past one is sent (`Pipeline._dispatch`); a mark the committed offset has
+caught up with is dropped, so that write stays as small as what is in flight. After a
+restart the documents between the committed offset and the mark are the uncertain range:
+they may already be indexed (`resent`), and the sink looks them up before writing them
+again.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import fcntl
-import hashlib
 import logging
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
+from shipper import storefile
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-STORE_NAME = "checkpoints.json"
-PREVIOUS_NAME = "checkpoints.json.prev"
 LOCK_NAME = "lock"
 
 
 class CheckpointError(RuntimeError):
     """The checkpoint directory cannot be used."""
-
-
-class _NewerFormat(Exception):
-    """The store was written in a format this version does not read."""
 
 
 @dataclass(slots=True)
@@ -82,6 +74,8 @@ class CheckpointStore:
     sent_durable: dict[str, int] = field(default_factory=dict)
     resent_until: dict[str, int] = field(default_factory=dict)
     _sent_snapshot: dict[str, int] = field(default_factory=dict)
+    _covered: dict[str, int] = field(default_factory=dict)  # marks the last snapshot covers
+    _covered_before: dict[str, int] = field(default_factory=dict)  # ... and the one before
     dirty: bool = False
     last_save: float = 0.0
     recovered_from_previous: bool = False
@@ -199,7 +193,6 @@ class CheckpointStore:
         for key, end in ends.items():
             if end > sent.get(key, 0):
                 sent[key] = end
-                self.dirty = True
 
     def horizon(self, scope: str) -> str | None:
         return self.horizons.get(scope)
@@ -222,98 +215,81 @@ class CheckpointStore:
             self.dirty = True
         return gone
 
-    def snapshot(self) -> bytes:
-        """The serialised store (taken on the event loop; written by `write`)."""
+    def snapshot(self) -> list[bytes]:
+        """The serialised store (taken on the event loop; written by `write`, then
+        `written` is told). The "sent up to" marks are not in it: see `marks`."""
         self.since = self.since or time.time()
-        body = orjson.dumps(
-            {
-                "files": {
-                    k: {
-                        "path": e.path,
-                        "offset": e.offset,
-                        "dev": e.dev,
-                        "ino": e.ino,
-                        "seen": round(e.seen, 3),
-                        "scope": e.scope,
-                        "stream": e.stream,
-                        "fp": e.fp,
-                        "real": e.real,
-                    }
-                    for k, e in self.files.items()
-                },
-                "horizons": {
-                    s: {"horizon": h, "seen": round(self.scopes_seen.get(s, 0.0), 3)}
-                    for s, h in self.horizons.items()
-                },
-                "since": round(self.since, 3),
-                "sent": dict(self.sent),
-            },
-            option=orjson.OPT_SORT_KEYS,
-        )
-        header = orjson.dumps(
-            {
-                "format": "shipper-checkpoints",
-                "version": FORMAT_VERSION,
-                "sha256": hashlib.sha256(body).hexdigest(),
-            }
-        )
+        body = storefile.encode_store(self.files, self.horizons, self.scopes_seen, self.since)
         self.dirty = False
-        self._sent_snapshot = dict(self.sent)
-        return header + b"\n" + body + b"\n"
+        # Marks at or below the offset this write records cover nothing; once two writes
+        # in a row recorded that (a damaged newest copy is replaced by the previous one),
+        # they are dropped, so `sent.json` holds only what is in flight.
+        files = self.files
+        self._covered = {
+            k: m for k, m in self.sent.items() if (e := files.get(k)) is None or e.offset >= m
+        }
+        return storefile.framed(body, storefile.FORMAT, storefile.VERSION)
 
-    def write(self, data: bytes) -> None:
+    def write(self, pieces: list[bytes]) -> None:
         """Write a snapshot durably (blocking: call from a thread)."""
-        if self.directory is None:
-            return
-        directory = self.directory
-        tmp = directory / f".{STORE_NAME}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        current = directory / STORE_NAME
-        if current.exists():
-            os.replace(current, directory / PREVIOUS_NAME)
-        os.replace(tmp, current)
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        if self.directory is not None:
+            storefile.write_durably(
+                self.directory, storefile.STORE_NAME, pieces, storefile.PREVIOUS_NAME
+            )
+            self.last_save = time.time()
+
+    def written(self) -> None:
+        """The snapshot taken last is on disk (call on the event loop)."""
+        covered, before = self._covered, self._covered_before
+        for key, mark in covered.items():
+            if before.get(key) == mark and self.sent.get(key) == mark:
+                del self.sent[key]
+                self.sent_durable.pop(key, None)
+        self._covered_before, self._covered = covered, {}
+
+    def marks(self) -> list[bytes]:
+        """The serialised "sent up to" marks (taken on the event loop; written by
+        `write_marks`)."""
+        self._sent_snapshot = dict(self.sent)
+        body = storefile.encode_marks(self._sent_snapshot)
+        return storefile.framed(body, storefile.MARKS_FORMAT, storefile.MARKS_VERSION)
+
+    def write_marks(self, pieces: list[bytes]) -> None:
+        """Write the marks durably (blocking: call from a thread)."""
+        if self.directory is not None:
+            storefile.write_durably(self.directory, storefile.MARKS_NAME, pieces)
         self.sent_durable = self._sent_snapshot
-        self.last_save = time.time()
 
     def save(self) -> None:
-        """Snapshot and write now (blocking)."""
+        """Snapshot and write the store and the marks now (blocking)."""
         self.write(self.snapshot())
+        self.written()
+        self.write_marks(self.marks())
 
     def _load(self) -> None:
         assert self.directory is not None
-        current = self.directory / STORE_NAME
-        previous = self.directory / PREVIOUS_NAME
+        current = self.directory / storefile.STORE_NAME
+        previous = self.directory / storefile.PREVIOUS_NAME
         problem = None
         for candidate in (current, previous):
             if not candidate.exists():
                 continue
             try:
-                self._parse(candidate.read_bytes())
-            except _NewerFormat as exc:
+                loaded = storefile.decode_store(candidate.read_bytes(), Entry)
+            except storefile.NewerFormat as exc:
                 raise CheckpointError(
                     f"{candidate}: written in checkpoint format version {exc.args[0]}, this "
-                    f"shipper reads version {FORMAT_VERSION}; run a newer shipper, or move "
-                    "the directory away to start over"
+                    f"shipper reads versions up to {storefile.VERSION}; run a newer shipper, "
+                    "or move the directory away to start over"
                 ) from None
-            except (ValueError, KeyError, TypeError, OSError) as exc:
+            except (ValueError, KeyError, TypeError, IndexError, OSError) as exc:
                 problem = f"{candidate}: {exc}"
                 log.warning(
                     f"checkpoint store {candidate} unreadable ({exc}); trying the previous copy",
                     extra={"file": str(candidate), "error": str(exc)},
                 )
                 continue
+            self._take(loaded)
             if candidate is previous and current.exists():
                 self.recovered_from_previous = True
                 log.warning(
@@ -321,96 +297,41 @@ class CheckpointStore:
                     "sent again (their ids make Elasticsearch drop the repeats)",
                     extra={"file": str(previous)},
                 )
-            return
-        if problem is not None:
-            log.error(
-                f"no readable checkpoint store ({problem}); starting without checkpoints",
-                extra={"error": problem},
-            )
+            break
+        else:
+            if problem is not None:
+                log.error(
+                    f"no readable checkpoint store ({problem}); starting without checkpoints",
+                    extra={"error": problem},
+                )
+        self._load_marks()
 
-    def _parse(self, raw: bytes) -> None:
-        header_raw, sep, rest = raw.partition(b"\n")
-        header = orjson.loads(header_raw)
-        if not sep or header.get("format") != "shipper-checkpoints":
-            raise ValueError("not a shipper checkpoint store")
-        if header.get("version") != FORMAT_VERSION:
-            raise _NewerFormat(header.get("version"))
-        body = rest.rstrip(b"\n")
-        if hashlib.sha256(body).hexdigest() != header.get("sha256"):
-            raise ValueError("checksum mismatch (torn or edited file)")
-        data = orjson.loads(body)
-        files = {k: _entry(k, v) for k, v in data["files"].items()}
-        horizons = {str(k): str(v["horizon"]) for k, v in data["horizons"].items()}
-        seen = {str(k): float(v["seen"]) for k, v in data["horizons"].items()}
-        sent = {str(k): int(v) for k, v in data.get("sent", {}).items()}  # absent before marks
-        self.files, self.horizons, self.scopes_seen = files, horizons, seen
-        self.sent, self.resent_until, self.sent_durable = dict(sent), dict(sent), dict(sent)
-        self.since = float(data.get("since", 0.0)) or 1.0  # older stores: started long ago
+    def _take(self, loaded: storefile.Loaded) -> None:
+        self.files, self.horizons, self.scopes_seen = (
+            loaded.files,
+            loaded.horizons,
+            loaded.scopes_seen,
+        )
+        self.since = loaded.since
+        self.sent = loaded.sent
         self.by_scope = {}
-        for key, entry in files.items():
+        for key, entry in self.files.items():
             self.by_scope.setdefault(entry.scope, set()).add(key)
 
-
-def _entry(key: str, v: dict[str, object]) -> Entry:
-    """An entry as stored; those written before identities were recorded (no `scope`)
-    have keys `<fingerprint>|<directory>`, which say as much."""
-    fp, _, scope = key.partition("|")
-    return Entry(
-        str(v["path"]),
-        int(v["offset"]),  # type: ignore[call-overload]
-        int(v["dev"]),  # type: ignore[call-overload]
-        int(v["ino"]),  # type: ignore[call-overload]
-        float(v["seen"]),  # type: ignore[arg-type]
-        str(v.get("scope", scope)),
-        str(v.get("stream", "")),
-        str(v.get("fp", fp)),
-        str(v.get("real", "")),
-    )
-
-
-class CheckpointWriter:
-    """Writes the store every `interval` while it changed, off the event loop: the loop
-    takes a snapshot (a serialisation), a thread writes and fsyncs it, and reading never
-    waits for the disk."""
-
-    def __init__(self, store: CheckpointStore, interval: float) -> None:
-        self.store = store
-        self.interval = interval
-        self._stop = asyncio.Event()
-        self._lock = asyncio.Lock()  # one write at a time: they share a temporary file
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.interval)
-            if self.store.dirty:
-                await self._write(background=True)
-
-    async def write_now(self) -> None:
-        """Write the store now and return once it is on disk (the "sent up to" marks must
-        be durable before what they cover is sent). A write that fails is logged: delivery
-        goes on, the exactly-once guarantee is weaker for that batch."""
-        await self._write(background=True)
-
-    async def _write(self, background: bool) -> None:
-        async with self._lock:
-            data = self.store.snapshot()
+    def _load_marks(self) -> None:
+        assert self.directory is not None
+        path = self.directory / storefile.MARKS_NAME
+        if path.exists():
             try:
-                if background:
-                    await asyncio.to_thread(self.store.write, data)
-                else:
-                    self.store.write(data)
-            except OSError as exc:
-                self.store.dirty = True
-                log.error("cannot write checkpoints", extra={"error": str(exc)})
-
-    async def stop(self) -> None:
-        """Finish a write in progress, then write what is committed now."""
-        self._stop.set()
-        if self._task is not None:
-            await self._task
-        await self._write(background=False)
+                marks = storefile.decode_marks(path.read_bytes())
+            except (ValueError, KeyError, TypeError, OSError, storefile.NewerFormat) as exc:
+                log.warning(
+                    f"'sent up to' marks {path} unreadable ({exc}); lines sent just before "
+                    "the stop may be written twice if the data stream rolled over since",
+                    extra={"file": str(path), "error": str(exc)},
+                )
+                marks = {}
+            for key, mark in marks.items():
+                if mark > self.sent.get(key, 0):
+                    self.sent[key] = mark
+        self.resent_until, self.sent_durable = dict(self.sent), dict(self.sent)

@@ -26,11 +26,12 @@ from parsers.decoder import DecoderOptions
 from shipper import gauges
 from shipper.acks import AckTracker
 from shipper.batching import Batcher
-from shipper.checkpoint import CheckpointStore, CheckpointWriter
+from shipper.checkpoint import CheckpointStore
 from shipper.controls import Controls
 from shipper.files import FileStage, MetadataSource
 from shipper.observe import Metrics
 from shipper.sinks.base import Batch, Sink
+from shipper.storefile import CheckpointWriter
 from shipper.tail.fs import REAL, FileSystem
 from shipper.tail.options import TailOptions
 from shipper.tail.reader import Chunk, FileCursor

@@ -6,13 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shipper.acks import AckTracker
-from shipper.checkpoint import (
-    PREVIOUS_NAME,
-    STORE_NAME,
-    CheckpointError,
-    CheckpointStore,
-    Entry,
-)
+from shipper.checkpoint import CheckpointError, CheckpointStore, Entry
+from shipper.storefile import MARKS_NAME, PREVIOUS_NAME, STORE_NAME
 
 
 def entry(path: str = "/p", scope: str = "/d") -> Entry:
@@ -74,7 +69,7 @@ def test_write_is_atomic_and_keeps_the_previous_good_copy(tmp_path):
     store.save()
     store.commit("k|/d", 20)
     store.save()
-    assert sorted(os.listdir(tmp_path)) == [STORE_NAME, PREVIOUS_NAME, "lock"]
+    assert sorted(os.listdir(tmp_path)) == [STORE_NAME, PREVIOUS_NAME, "lock", MARKS_NAME]
     store.close()
 
 
@@ -82,7 +77,7 @@ def test_write_is_atomic_and_keeps_the_previous_good_copy(tmp_path):
     "damage",
     [
         lambda b: b[: len(b) // 2],  # torn write
-        lambda b: b.replace(b'"offset":20', b'"offset":99'),  # edited: checksum mismatch
+        lambda b: b.replace(b",20,", b",99,"),  # edited: checksum mismatch
         lambda b: b"\x00" * len(b),
         lambda b: b"",
     ],
@@ -101,6 +96,69 @@ def test_corrupt_store_is_recovered_from_the_previous_copy_with_a_warning(tmp_pa
     assert again.get("k|/d").offset == 10
     assert again.recovered_from_previous
     assert "previous" in caplog.text
+
+
+texts = st.text(st.sampled_from("ab/|.-0"), max_size=8)
+
+
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["", "/d", "/d/e", "/x|y"]),  # scope
+            st.sampled_from(["0.log", "", "c-json.log", "0.log|z"]),  # stream
+            st.sampled_from(["fp", "", "0123456789abcdef"]),  # fingerprint
+            st.one_of(st.none(), texts),  # None: the key as file_key makes it; else its tail
+            st.one_of(texts, st.just("0.log.1.gz")),  # real: a name in the scope, or any
+            st.booleans(),  # real under the scope
+            st.sampled_from(["/var/log/containers/a.log", "", "/p"]),  # path
+            st.integers(0, 2**40),
+        ),
+        max_size=12,
+    )
+)
+def test_every_entry_round_trips_through_the_compact_format(tmp_path_factory, rows):
+    directory = tmp_path_factory.mktemp("cp")
+    store = CheckpointStore.open(directory)
+    want = {}
+    for scope, stream, fp, tail, real, under, path, offset in rows:
+        key = f"{fp}|{scope}|{stream}" + ("" if tail is None else "|" + tail)
+        if tail is not None and len(tail) % 2:
+            key = tail  # a key of some other form (older stores: `fp|scope`)
+        where = f"{scope}/{real}" if under else real
+        e = Entry(path, offset, 7, offset // 3, 123.0, scope, stream, fp, where)
+        store.files[key] = e
+        want[key] = (path, offset, 7, offset // 3, 123.0, scope, stream, fp, where)
+    store.save()
+    store.close()
+    again = CheckpointStore.open(directory)
+    got = {
+        k: (e.path, e.offset, e.dev, e.ino, e.seen, e.scope, e.stream, e.fp, e.real)
+        for k, e in again.files.items()
+    }
+    again.close()
+    assert got == want
+
+
+def test_a_store_written_by_version_1_with_its_marks_inside_is_read(tmp_path):
+    body = (
+        b'{"files":{"fp|/d|0.log":{"dev":1,"ino":2,"offset":7,"path":"/l","seen":1.0,'
+        b'"scope":"/d","stream":"0.log","fp":"fp","real":"/d/0.log.1"}},'
+        b'"horizons":{},"since":5.0,"sent":{"fp|/d|0.log":90}}'
+    )
+    header = b'{"format":"shipper-checkpoints","version":1,"sha256":"%s"}' % (
+        hashlib.sha256(body).hexdigest().encode()
+    )
+    (tmp_path / STORE_NAME).write_bytes(header + b"\n" + body + b"\n")
+    store = CheckpointStore.open(tmp_path)
+    e = store.get("fp|/d|0.log")
+    assert (e.offset, e.real, store.since) == (7, "/d/0.log.1", 5.0)
+    assert store.resent("fp|/d|0.log", 89) and not store.resent("fp|/d|0.log", 90)
+    store.save()  # written again as version 2, the mark in its own file
+    store.close()
+    assert b'"version":2' in (tmp_path / STORE_NAME).read_bytes()
+    again = CheckpointStore.open(tmp_path)
+    assert again.resent("fp|/d|0.log", 89) and again.get("fp|/d|0.log").offset == 7
+    again.close()
 
 
 def test_store_of_a_newer_format_version_is_refused_with_a_way_out(tmp_path):

@@ -8,6 +8,7 @@ import asyncio
 from shipper.checkpoint import CheckpointStore, Entry
 from shipper.kube.fragment import FileNameMetadata
 from shipper.pipeline import Pipeline, PipelineOptions
+from shipper.storefile import MARKS_NAME, STORE_NAME, decode_marks
 from shipper.tail.tailer import TailOptions
 from tests.support import CollectSink, KubeletDir, write_lines
 
@@ -33,16 +34,29 @@ def test_marks_round_trip_and_say_what_is_uncertain_after_a_restart(tmp_path):
     assert not CheckpointStore.open(tmp_path).resent("k|/d", 100)
 
 
-def test_a_store_written_before_marks_existed_loads_with_none(tmp_path):
+def on_disk_marks(directory) -> dict[str, int]:
+    return decode_marks((directory / MARKS_NAME).read_bytes())
+
+
+def test_only_marks_of_what_is_in_flight_are_kept_and_written(tmp_path):
     store = CheckpointStore.open(tmp_path)
-    store.register("k|/d", Entry("/p", 0, 1, 1, scope="/d"))
-    store.commit("k|/d", 100)
+    for key in ("a|/d", "b|/d"):
+        store.register(key, Entry("/p", 0, 1, 1, scope="/d"))
+    store.mark_sent({"a|/d": 100, "b|/d": 100})
     store.save()
+    store.commit("a|/d", 100)  # acknowledged: a's mark covers nothing any more
+    store.save()
+    # One store write holds the offset; the previous copy, used if the newest is damaged,
+    # does not yet: the mark stays.
+    assert on_disk_marks(tmp_path) == {"a|/d": 100, "b|/d": 100}
+    store.save()
+    assert on_disk_marks(tmp_path) == {"b|/d": 100}
+    assert b'"sent"' not in (tmp_path / STORE_NAME).read_bytes()  # the marks are apart
     store.close()
-    raw = (tmp_path / "checkpoints.json").read_bytes()
-    assert b'"sent":{}' in raw
     again = CheckpointStore.open(tmp_path)
-    assert again.sent == {} and not again.resent("k|/d", 0)
+    assert again.resent("b|/d", 99) and not again.resent("b|/d", 100)
+    assert not again.resent("a|/d", 99) and again.get("a|/d").offset == 100
+    again.close()
 
 
 class MarkCheckingSink(CollectSink):
@@ -52,6 +66,7 @@ class MarkCheckingSink(CollectSink):
         super().__init__(ack)
         self.store_dir = store_dir
         self.covered: list[bool] = []
+        self.on_disk: dict[str, bytes] = {}  # the store's files as the last batch left them
 
     async def send(self, batch) -> None:
         on_disk = CheckpointStore(directory=self.store_dir)
@@ -59,6 +74,7 @@ class MarkCheckingSink(CollectSink):
         self.covered.append(
             all(seg.end <= on_disk.sent.get(seg.key, 0) for seg, _, _ in batch.parts)
         )
+        self.on_disk = {p.name: p.read_bytes() for p in self.store_dir.iterdir()}
         await super().send(batch)
 
 
@@ -85,13 +101,16 @@ def test_the_pipeline_writes_the_marks_before_it_sends_and_a_restart_flags_the_r
     first = pipeline()
     asyncio.run(first.run())
     assert sinks[0].covered and all(sinks[0].covered)
-    # As after a SIGKILL: the committed offset lost, the marks kept.
+    # As after a SIGKILL once the last batch was handed to the sink: the store's files as
+    # they were then.
+    for p in cp.iterdir():
+        p.unlink()
+    for name, data in sinks[0].on_disk.items():
+        (cp / name).write_bytes(data)
     store = CheckpointStore.open(cp)
-    [key] = store.files
-    size = store.files[key].offset
-    assert store.sent[key] == size
-    store.files[key].offset = 0
-    store.save()
+    [(key, mark)] = store.resent_until.items()
+    assert mark == (k.directory / "0.log").stat().st_size  # everything read was marked
+    assert store.get(key) is None or store.get(key).offset < mark
     store.close()
     second = pipeline()
     uncertain = []
