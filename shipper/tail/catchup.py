@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 from enum import Enum
 
+from shipper.tail import naming
 from shipper.tail.fs import FileSystem
 from shipper.tail.identity import is_compressed
 from shipper.tail.prospector import Group, Unfollowed
@@ -107,14 +108,21 @@ def classify(fs: FileSystem, c: Candidate, registry: Registry, history: bool) ->
     return Decision(Verdict.NEW, key, offset=offset, length=length)
 
 
-def find_copy(fs: FileSystem, group: Group, fp: str) -> tuple[str, os.stat_result] | None:
+def find_copy(
+    fs: FileSystem, group: Group, fp: str, stream: str = ""
+) -> tuple[str, os.stat_result] | None:
     """A file of the group holding the text `fp` (the copy of copy-truncate), newest
     name first. Not the names of open files (their inode is theirs); any other name may
-    hold it, a finished rotation's too (its inode number may have been reused)."""
+    hold it, a finished rotation's too (its inode number may have been reused). With a
+    `stream`, only its rotations that nothing is known to hold and that can be read."""
     if not fp:
         return None
-    followed = {n for n, c in group.tracked.items() if c.is_open}
-    for name in sorted(set(group.listing) - followed, reverse=True):
+    skip = {n for n, c in group.tracked.items() if c.is_open}
+    if stream:
+        skip.update(group.tracked, group.done, group.lives, group.unsettled)
+    for name in sorted(set(group.listing) - skip, reverse=True):
+        if stream and naming.stream_of(group.lives, name) != stream:
+            continue
         path = group.path(name)
         text = text_of(fs.read_head(path, is_compressed(path)), final=True)
         if text is not None and text.fp == fp:

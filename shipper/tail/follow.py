@@ -78,11 +78,7 @@ class Follower:
         d = classify(self.fs, c, self.registry, self._history(group, c.stream, name))
         holder = d.holder
         if d.verdict is Verdict.PLACE and holder is not None:
-            if c.compressed:
-                life.copy_found(holder, c.path)
-                life.to_copy(group, holder, now)
-            else:  # renamed while closed
-                life.relocated(group, holder, name, c.st)
+            life.placed(group, holder, name, c.st, now)
         elif d.verdict is Verdict.COPY and holder is not None:
             life.copy_found(holder, c.path)
         elif d.verdict is Verdict.HISTORY:

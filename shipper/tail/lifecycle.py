@@ -16,9 +16,9 @@ import os
 import time
 import zlib
 
-from shipper.tail.budget import Budget, deleted_open
+from shipper.tail.budget import Budget
 from shipper.tail.fs import FileSystem
-from shipper.tail.identity import same_file
+from shipper.tail.identity import is_compressed, same_file
 from shipper.tail.items import Finished, Item, TailStats
 from shipper.tail.losses import Losses
 from shipper.tail.options import END, TailOptions
@@ -86,6 +86,16 @@ class Lifecycle:
         group.gone.pop(cursor.key, None)
         self.registry.moved(cursor)
 
+    def placed(
+        self, group: Group, cursor: FileCursor, name: str, st: os.stat_result, now: float
+    ) -> None:
+        """The text of the closed `cursor` was found at `name`: renamed, or compressed."""
+        if is_compressed(name):
+            self.copy_found(cursor, group.path(name))
+            self.to_copy(group, cursor, now)
+        else:
+            self.relocated(group, cursor, name, st)
+
     def copy_found(self, cursor: FileCursor, path: str) -> None:
         """A compressed copy of the cursor's text is at `path` (its plain file may go)."""
         cursor.copy = path
@@ -122,7 +132,7 @@ class Lifecycle:
             self._key_final(cursor, now)
         elif cursor.key:
             # Closed: it may come back under another name (compressed meanwhile); given
-            # up once two listings in a row have not shown it (see forget_gone).
+            # up once two listings in a row have not shown it (see shipper.tail.departures).
             group.gone.setdefault(cursor.key, 0)
         else:
             # Closed and never identified: its text may be a rotation found beside it
@@ -350,32 +360,6 @@ class Lifecycle:
         if following is not None:
             self.schedule.ready(following)
         self.out.append(Finished(cursor))
-
-    # ---- bounds -----------------------------------------------------------------------
-
-    def check_bounds(self, now: float) -> None:
-        """Deleted files held open past the bounds."""
-        for cursor, reason in self.budget.over(deleted_open(self.deleted), now):
-            group = self.groups[cursor.scope]
-            if cursor.copy and os.path.basename(cursor.copy) in group.listing:
-                self.close(cursor)
-                self.to_copy(group, cursor, now)
-            elif not cursor.finished:
-                self.end(cursor, reason, now)
-
-    def forget_gone(self, groups: list[Group], now: float) -> None:
-        """Closed files whose names stayed gone; checkpoints of texts the runtime deleted."""
-        for group in groups:
-            for key, looks in list(group.gone.items()):
-                if looks < 1:
-                    continue  # missing from one listing only
-                del group.gone[key]
-                holder = self.registry.by_key.get(key)
-                if holder is not None and not holder.is_open:
-                    self.end(holder, "vanished_unread", now)
-                elif holder is None:
-                    self.registry.store.remove(key)
-            self.losses.looked(group)
 
     def stop(self) -> None:
         """Close every file; what is left of deleted ones cannot be read by the next run."""

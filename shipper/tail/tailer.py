@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 
 from shipper.checkpoint import CheckpointStore
+from shipper.tail import departures
 from shipper.tail.budget import Budget
 from shipper.tail.changes import Changes
 from shipper.tail.discovery import DirectoryWatcher, excluded, make_watcher, watch_roots
@@ -192,10 +193,10 @@ class Tailer:
                     self.ends.check_replaced(cursor, now)
                 elif not (cursor.key or cursor.is_open or cursor.finished):
                     life.identify_closed(group, cursor, now)
-        life.forget_gone(looked, now)  # `gone` counts looks: only a look can change it
+        departures.forget_gone(life, looked, now)  # `gone` counts looks: only a look can change it
         if life.deleted and (glob_now or now >= self._next_bounds):
             self._next_bounds = now + BOUNDS_INTERVAL
-            life.check_bounds(now)
+            departures.check_bounds(life, now)
         if glob_now:
             self._tidy(now)
         self.lifecycle.initial = False

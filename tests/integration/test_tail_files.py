@@ -682,3 +682,43 @@ def test_a_file_never_opened_for_the_descriptor_cap_and_deleted_is_given_up_coun
     [warning] = [r for r in caplog.records if getattr(r, "bytes_given_up", None)]
     assert warning.bytes_given_up == len(partial) and "quiet" in warning.file
     assert Counter(d.messages()) == Counter(expected(0, 5) + expected(101, 2))
+
+
+class UnreadableCopies(FileSystem):
+    """A filesystem on which a compressed file's head reads as empty the first `times`
+    times (a copy still being written, on a loaded disk)."""
+
+    def __init__(self, times: int) -> None:
+        self.times = times
+        self.reads: Counter[str] = Counter()
+
+    def read_head(self, path: str, compressed: bool) -> bytes:
+        if compressed:
+            self.reads[path] += 1
+            if self.reads[path] <= self.times:
+                return b""
+        return super().read_head(path, compressed)
+
+
+def test_a_closed_file_compressed_away_waits_for_its_copy_to_be_readable_not_given_up(tmp_path):
+    busy = KubeletDir(tmp_path, pod="busy")
+    busy.write(lines(0, 5))
+    fs = UnreadableCopies(times=3)
+    d = driver(tmp_path, tail={"max_open_files": 1}, buffer_max_bytes=4096, fs=fs)
+    d.step(ack=False, max_passes=3)  # busy's file holds the one descriptor; reading pauses
+    quiet = KubeletDir(tmp_path, pod="quiet")
+    quiet.write(lines(100, 3))
+    d.now += 2
+    d.step(ack=False, max_passes=3)  # found and identified by name, not opened: no room
+    quiet.write(lines(103, 4))
+    copy = rotate_and_compress_at_once(quiet)
+    for _ in range(5):  # its copy unreadable for three looks
+        d.now += 2
+        d.step(ack=False, max_passes=3)
+    assert fs.reads[str(copy)] > fs.times  # it was read once it could be
+    d.ack_held()
+    for _ in range(3):
+        d.now += 10
+        d.step()
+    assert Counter(d.messages()) == Counter(expected(0, 5) + expected(100, 7))
+    assert d.tailer.stats.given_up_bytes == {}
