@@ -18,8 +18,9 @@ from enum import Enum
 
 from shipper.tail import naming
 from shipper.tail.fs import FileSystem
+from shipper.tail.group import Group
 from shipper.tail.identity import is_compressed
-from shipper.tail.prospector import Group, Unfollowed
+from shipper.tail.prospector import Unfollowed
 from shipper.tail.reader import FileCursor
 from shipper.tail.registry import Registry, Text, text_of
 

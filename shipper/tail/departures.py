@@ -11,8 +11,8 @@ import os
 from shipper.tail import naming
 from shipper.tail.budget import deleted_open
 from shipper.tail.catchup import find_copy
+from shipper.tail.group import Group
 from shipper.tail.lifecycle import Lifecycle
-from shipper.tail.prospector import Group
 from shipper.tail.reader import FileCursor
 
 UNSETTLED_LOOKS = 10  # looks a closed file that left its name waits for unreadable rotations

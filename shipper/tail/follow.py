@@ -13,12 +13,12 @@ import os
 from shipper.tail import naming
 from shipper.tail.catchup import Candidate, Verdict, classify, examine
 from shipper.tail.fs import FileSystem
+from shipper.tail.group import Group
 from shipper.tail.lifecycle import Lifecycle
 from shipper.tail.options import END
 from shipper.tail.prospector import (
     Appeared,
     Copied,
-    Group,
     Moved,
     Transition,
     Unfollowed,

@@ -18,14 +18,12 @@ import zlib
 
 from shipper.tail.budget import Budget
 from shipper.tail.fs import FileSystem
+from shipper.tail.group import Group
 from shipper.tail.identity import is_compressed, same_file
 from shipper.tail.items import Finished, Item, TailStats
 from shipper.tail.losses import Losses
 from shipper.tail.options import END, TailOptions
-from shipper.tail.prospector import (
-    Group,
-    Prospector,
-)
+from shipper.tail.prospector import Prospector
 from shipper.tail.reader import FileCursor, State
 from shipper.tail.registry import Registry, Text, text_of
 from shipper.tail.schedule import Schedule

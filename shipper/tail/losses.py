@@ -19,7 +19,7 @@ from shipper.tail.items import TailStats
 from shipper.tail.reader import FileCursor
 
 if TYPE_CHECKING:
-    from shipper.tail.prospector import Group
+    from shipper.tail.group import Group
 
 log = logging.getLogger(__name__)
 
