@@ -94,7 +94,12 @@ _STAMP = (
 )
 # Fields that may stand between the timestamp and the level: [thread] [pid] [ts], a pid
 # before a bracket, "- logger -" (Python), lone - or | separators.
-_PIECE = r"(?:\[[^\]\n]{0,80}\]|\d{1,10}[ \t]+(?=\[)|-[ \t]+[\w.$<>:-]{1,64}+[ \t]+-|[-|])"
+# A bracketed field that is itself a level ([TRACE] INFO ...) is the level, not a field.
+_LEVEL_IN_BRACKETS = rf"\[(?:[\w-]{{1,32}}:)?[ \t]*{_BRACKETED}[ \t]*\]"
+_PIECE = (
+    rf"(?:(?!{_LEVEL_IN_BRACKETS})\[[^\]\n]{{0,80}}\]"
+    r"|\d{1,10}[ \t]+(?=\[)|-[ \t]+[\w.$<>:-]{1,64}+[ \t]+-|[-|])"
+)
 _PIECES = rf"(?:{_PIECE}[ \t]*){{0,3}}"
 _LOGFMT_KEY = r"(?i:level|lvl|severity|loglevel|log_level|log\.level)"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from parsers.level import LEVELS, MAX_LEVEL_BYTES, detect_level, level_of_fields, normalise
@@ -111,6 +111,7 @@ spelled = st.sampled_from([(level, w) for level, ws in SPELLINGS.items() for w i
 
 
 @given(form=st.sampled_from(FORMATS), spelling=spelled, tail=tails)
+@example(form=("", "[{}]", " "), spelling=(b"trace", "TRACE"), tail=b"INF")  # not a field
 def test_the_level_does_not_depend_on_what_follows_it(form, spelling, tail):
     prefix, written, after = form
     level, word = spelling
