@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -716,6 +717,39 @@ def test_a_closed_file_compressed_away_waits_for_its_copy_to_be_readable_not_giv
         d.now += 2
         d.step(ack=False, max_passes=3)
     assert fs.reads[str(copy)] > fs.times  # it was read once it could be
+    d.ack_held()
+    for _ in range(3):
+        d.now += 10
+        d.step()
+    assert Counter(d.messages()) == Counter(expected(0, 5) + expected(100, 7))
+    assert d.tailer.stats.given_up_bytes == {}
+
+
+def test_a_closed_file_copied_under_another_rotation_name_then_deleted_is_read_from_the_copy(
+    tmp_path,
+):
+    # A tool that moves a rotation by copying it and removing the original (as `mv` does
+    # across filesystems), one look apart, while the file waits closed at the cap.
+    busy = KubeletDir(tmp_path, pod="busy")
+    busy.write(lines(0, 5))
+    d = driver(tmp_path, tail={"max_open_files": 1}, buffer_max_bytes=4096)
+    d.step(ack=False, max_passes=3)  # busy's file holds the one descriptor; reading pauses
+    quiet = KubeletDir(tmp_path, pod="quiet")
+    quiet.write(lines(100, 3))
+    d.now += 2
+    d.step(ack=False, max_passes=3)  # found and identified by name, not opened: no room
+    quiet.write(lines(103, 4))
+    rotated = quiet.rotate(compress_older=False)
+    d.now += 2
+    d.step(ack=False, max_passes=3)  # followed to its new name, still closed
+    copy = rotated.with_name("0.log.20991231-235959")
+    shutil.copyfile(rotated, copy)
+    d.now += 2
+    d.step(ack=False, max_passes=3)  # the copy: another file holding the same text
+    rotated.unlink()
+    for _ in range(3):
+        d.now += 2
+        d.step(ack=False, max_passes=3)
     d.ack_held()
     for _ in range(3):
         d.now += 10
