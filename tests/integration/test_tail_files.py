@@ -624,13 +624,44 @@ def rotate_and_compress_at_once(k: KubeletDir) -> Path:
     return gzip_file(rotated)
 
 
+def at_the_cap(tmp_path: Path, fs: FileSystem | None = None) -> tuple[KubeletDir, Driver]:
+    """A driver with one descriptor, held by a busy container's file (lines 0-4), and a
+    buffer so small that reading pauses while acknowledgements are held."""
+    busy = KubeletDir(tmp_path, pod="busy")
+    busy.write(lines(0, 5))
+    d = driver(tmp_path, tail={"max_open_files": 1}, buffer_max_bytes=4096, fs=fs or FileSystem())
+    d.step(ack=False, max_passes=3)
+    return busy, d
+
+
+def looks(d: Driver, count: int) -> None:
+    """`count` looks at the directories, acknowledgements held."""
+    for _ in range(count):
+        d.now += 2
+        d.step(ack=False, max_passes=3)
+
+
+def drain(d: Driver, rounds: int = 3) -> None:
+    """Acknowledge what was held, then read and deliver until nothing is left."""
+    d.ack_held()
+    for _ in range(rounds):
+        d.now += 10
+        d.step()
+
+
+def identified_at_the_cap(tmp_path: Path, d: Driver) -> KubeletDir:
+    """A quiet container's file with three lines (100-102), found and identified by name
+    while the cap leaves it no descriptor."""
+    quiet = KubeletDir(tmp_path, pod="quiet")
+    quiet.write(lines(100, 3))
+    looks(d, 1)
+    return quiet
+
+
 def test_a_file_never_opened_for_the_descriptor_cap_and_compressed_away_is_read_not_given_up(
     tmp_path,
 ):
-    busy = KubeletDir(tmp_path, pod="busy")
-    busy.write(lines(0, 5))
-    d = driver(tmp_path, tail={"max_open_files": 1}, buffer_max_bytes=4096)
-    d.step(ack=False, max_passes=3)  # busy's file holds the one descriptor; reading pauses
+    busy, d = at_the_cap(tmp_path)
     quiet = KubeletDir(tmp_path, pod="quiet", naming="numeric")
     quiet.write(b"2026-12-01T10:00:00.000000000Z stdout F line 100")  # no newline yet
     d.step(ack=False, max_passes=3)  # found, not opened (no room), not identifiable yet
@@ -641,10 +672,7 @@ def test_a_file_never_opened_for_the_descriptor_cap_and_compressed_away_is_read_
         rotate_and_compress_at_once(quiet)
         d.step(ack=False, max_passes=3)
     quiet.write(lines(200, 3))
-    d.ack_held()
-    for _ in range(5):
-        d.now += 10
-        d.step()
+    drain(d, rounds=5)
     want = expected(0, 5) + expected(10, 30) + ["line 100"] + expected(101, 9)
     want += expected(111, 10) + expected(121, 10) + expected(200, 3)
     assert Counter(d.messages()) == Counter(want)
@@ -655,10 +683,7 @@ def test_a_file_never_opened_for_the_descriptor_cap_and_compressed_away_is_read_
 def test_a_file_never_opened_for_the_descriptor_cap_and_deleted_is_given_up_counted(
     tmp_path, caplog, inode
 ):
-    busy = KubeletDir(tmp_path, pod="busy")
-    busy.write(lines(0, 5))
-    d = driver(tmp_path, tail={"max_open_files": 1}, buffer_max_bytes=4096)
-    d.step(ack=False, max_passes=3)
+    busy, d = at_the_cap(tmp_path)
     quiet = KubeletDir(tmp_path, pod="quiet", naming="numeric")
     partial = b"2026-12-01T10:00:00.000000000Z stdout F line 100"  # no newline yet
     quiet.write(partial)
@@ -672,9 +697,7 @@ def test_a_file_never_opened_for_the_descriptor_cap_and_deleted_is_given_up_coun
         quiet.live.with_name("next").touch()
         os.rename(quiet.live.with_name("next"), quiet.live)
     rotate_and_compress_at_once(busy)  # another stream's unknown rotation accounts for nothing
-    for _ in range(3):
-        d.now += 2  # a look at the directories is due
-        d.step(ack=False, max_passes=3)
+    looks(d, 3)
     d.ack_held()
     quiet.write(lines(101, 2))
     d.now += 2
@@ -702,25 +725,14 @@ class UnreadableCopies(FileSystem):
 
 
 def test_a_closed_file_compressed_away_waits_for_its_copy_to_be_readable_not_given_up(tmp_path):
-    busy = KubeletDir(tmp_path, pod="busy")
-    busy.write(lines(0, 5))
     fs = UnreadableCopies(times=3)
-    d = driver(tmp_path, tail={"max_open_files": 1}, buffer_max_bytes=4096, fs=fs)
-    d.step(ack=False, max_passes=3)  # busy's file holds the one descriptor; reading pauses
-    quiet = KubeletDir(tmp_path, pod="quiet")
-    quiet.write(lines(100, 3))
-    d.now += 2
-    d.step(ack=False, max_passes=3)  # found and identified by name, not opened: no room
+    _, d = at_the_cap(tmp_path, fs)
+    quiet = identified_at_the_cap(tmp_path, d)
     quiet.write(lines(103, 4))
     copy = rotate_and_compress_at_once(quiet)
-    for _ in range(5):  # its copy unreadable for three looks
-        d.now += 2
-        d.step(ack=False, max_passes=3)
+    looks(d, 5)  # its copy unreadable for three of them
     assert fs.reads[str(copy)] > fs.times  # it was read once it could be
-    d.ack_held()
-    for _ in range(3):
-        d.now += 10
-        d.step()
+    drain(d)
     assert Counter(d.messages()) == Counter(expected(0, 5) + expected(100, 7))
     assert d.tailer.stats.given_up_bytes == {}
 
@@ -730,29 +742,15 @@ def test_a_closed_file_copied_under_another_rotation_name_then_deleted_is_read_f
 ):
     # A tool that moves a rotation by copying it and removing the original (as `mv` does
     # across filesystems), one look apart, while the file waits closed at the cap.
-    busy = KubeletDir(tmp_path, pod="busy")
-    busy.write(lines(0, 5))
-    d = driver(tmp_path, tail={"max_open_files": 1}, buffer_max_bytes=4096)
-    d.step(ack=False, max_passes=3)  # busy's file holds the one descriptor; reading pauses
-    quiet = KubeletDir(tmp_path, pod="quiet")
-    quiet.write(lines(100, 3))
-    d.now += 2
-    d.step(ack=False, max_passes=3)  # found and identified by name, not opened: no room
+    _, d = at_the_cap(tmp_path)
+    quiet = identified_at_the_cap(tmp_path, d)
     quiet.write(lines(103, 4))
     rotated = quiet.rotate(compress_older=False)
-    d.now += 2
-    d.step(ack=False, max_passes=3)  # followed to its new name, still closed
-    copy = rotated.with_name("0.log.20991231-235959")
-    shutil.copyfile(rotated, copy)
-    d.now += 2
-    d.step(ack=False, max_passes=3)  # the copy: another file holding the same text
+    looks(d, 1)  # followed to its new name, still closed
+    shutil.copyfile(rotated, rotated.with_name("0.log.20991231-235959"))
+    looks(d, 1)  # the copy: another file holding the same text
     rotated.unlink()
-    for _ in range(3):
-        d.now += 2
-        d.step(ack=False, max_passes=3)
-    d.ack_held()
-    for _ in range(3):
-        d.now += 10
-        d.step()
+    looks(d, 3)
+    drain(d)
     assert Counter(d.messages()) == Counter(expected(0, 5) + expected(100, 7))
     assert d.tailer.stats.given_up_bytes == {}

@@ -37,15 +37,20 @@ def test_store_round_trips_through_disk(tmp_path):
     assert not again.recovered_from_previous
 
 
+def write_version_1(directory, body: bytes) -> None:
+    """A store as version 1 wrote it (header spelled out here, not by the code under test)."""
+    header = b'{"format":"shipper-checkpoints","version":1,"sha256":"%s"}' % (
+        hashlib.sha256(body).hexdigest().encode()
+    )
+    (directory / STORE_NAME).write_bytes(header + b"\n" + body + b"\n")
+
+
 def test_a_store_written_before_identities_were_recorded_is_read(tmp_path):
     body = (
         b'{"files":{"abc|/d":{"dev":1,"ino":2,"offset":7,"path":"/l","seen":1.0}},'
         b'"horizons":{"/d":{"horizon":"20240301-000001","seen":1.0}}}'
     )
-    header = b'{"format":"shipper-checkpoints","version":1,"sha256":"%s"}' % (
-        hashlib.sha256(body).hexdigest().encode()
-    )
-    (tmp_path / STORE_NAME).write_bytes(header + b"\n" + body + b"\n")
+    write_version_1(tmp_path, body)
     store = CheckpointStore.open(tmp_path)
     e = store.get("abc|/d")
     assert (e.offset, e.scope, e.fp, e.stream) == (7, "/d", "abc", "")
@@ -145,10 +150,7 @@ def test_a_store_written_by_version_1_with_its_marks_inside_is_read(tmp_path):
         b'"scope":"/d","stream":"0.log","fp":"fp","real":"/d/0.log.1"}},'
         b'"horizons":{},"since":5.0,"sent":{"fp|/d|0.log":90}}'
     )
-    header = b'{"format":"shipper-checkpoints","version":1,"sha256":"%s"}' % (
-        hashlib.sha256(body).hexdigest().encode()
-    )
-    (tmp_path / STORE_NAME).write_bytes(header + b"\n" + body + b"\n")
+    write_version_1(tmp_path, body)
     store = CheckpointStore.open(tmp_path)
     e = store.get("fp|/d|0.log")
     assert (e.offset, e.real, store.since) == (7, "/d/0.log.1", 5.0)
