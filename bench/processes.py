@@ -27,13 +27,36 @@ ROOT = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
+NATIVE_SOURCE = ROOT / "bench" / "endpoint_go"
+NATIVE_BINARY = Path.home() / ".cache" / "shipper" / "bench" / "endpoint"
+
+
+def native_endpoint() -> Path:
+    """bench/endpoint_go built with the machine's Go (standard library only; rebuilt when
+    its source is newer than the binary)."""
+    sources = [*NATIVE_SOURCE.glob("*.go"), NATIVE_SOURCE / "go.mod"]
+    newest = max(p.stat().st_mtime for p in sources)
+    if NATIVE_BINARY.exists() and NATIVE_BINARY.stat().st_mtime >= newest:
+        return NATIVE_BINARY
+    go = shutil.which("go")
+    if go is None:
+        raise SystemExit("the native endpoint (bench/endpoint_go) needs Go; none on PATH")
+    NATIVE_BINARY.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([go, "build", "-o", str(NATIVE_BINARY), "."], cwd=NATIVE_SOURCE, check=True)
+    return NATIVE_BINARY
+
+
 @contextmanager
-def endpoint(forward: str | None = None) -> Iterator[str]:
-    """bench.endpoint in its own process; yields its URL."""
+def endpoint(forward: str | None = None, native: bool = False) -> Iterator[str]:
+    """bench.endpoint in its own process (`native`: its Go twin, bench/endpoint_go, which
+    takes a third of its CPU); yields its URL."""
     port = free_port()
     args = [sys.executable, "-m", "bench.endpoint", "--port", str(port)]
     if forward:
         args += ["--forward", forward]
+    if native:
+        assert forward is None, "the native endpoint only answers"
+        args = [str(native_endpoint()), "-port", str(port)]
     proc = subprocess.Popen(args, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -100,18 +123,30 @@ def config(work: Path, globs: list[str], url: str, pods_file: str | None, **elas
 def run_once(cfg: Path) -> tuple[float, float, int]:
     """(CPU seconds, wall seconds, peak RSS KiB) of `shipper run --once`."""
     began = time.monotonic()
-    usage = run_child([sys.executable, "-m", "shipper", "run", "--once", "--config", str(cfg)])
-    return usage.ru_utime + usage.ru_stime, time.monotonic() - began, usage.ru_maxrss
+    args = [sys.executable, "-m", "shipper", "run", "--once", "--config", str(cfg)]
+    usage, peak = run_child(args)
+    return usage.ru_utime + usage.ru_stime, time.monotonic() - began, peak
 
 
-def run_child(args: list[str]) -> Any:
-    """Run a child to its end; its resource usage (fails unless it exited 0)."""
+def run_child(args: list[str]) -> tuple[Any, int]:
+    """Run a child to its end (fails unless it exited 0); its resource usage and its peak
+    RSS in KiB.
+
+    The peak is the child's own VmHWM, read every 20 ms while it runs (so growth in its
+    last 20 ms can be missed): `ru_maxrss` would not do, as Linux counts in it the memory
+    of the parent at the fork (this harness process, with its trees and results)."""
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
+    peak = 0
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        peak = max(peak, peak_rss_kib(proc.pid))  # a zombie has no VmHWM: 0
+        time.sleep(0.02)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args[:4])} exited {proc.returncode}")
-    return usage
+    return usage, peak
 
 
 def cpu_seconds(pid: int) -> float:

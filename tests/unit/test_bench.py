@@ -96,3 +96,35 @@ def test_partial_run_keeps_other_sections_and_the_analysis(tmp_path: Path):
     assert text.endswith(report.MARKER + "\nhand-written\n")
     report.write({"machine": "m", "command": "third", "parse": PARSE}, out)
     assert "Fluent Bit v5.1.1" in out.read_text()  # kept, not replaced by "not measured"
+
+
+def test_the_native_endpoint_answers_and_counts_as_the_python_one_does():
+    """bench/endpoint_go (the workers' endpoint) gives shipper the answers bench/endpoint.py
+    gives: the same bytes for a `_bulk` with and without shipper's filter_path, the same
+    start-up calls, and documents counted."""
+    import urllib.request
+    from urllib.parse import quote
+
+    from bench.processes import endpoint, get_json
+
+    def call(url: str, method: str, body: bytes | None = None) -> tuple[int, bytes]:
+        request = urllib.request.Request(url, data=body, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                return answer.status, answer.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    body = b'{"create":{"_id":"a"}}\n{"message":"x"}\n' * 3
+    with endpoint(native=True) as url:
+        status, answer = call(f"{url}/logs-x/_bulk?filter_path={quote(FILTER_PATH)}", "POST", body)
+        head, item, tail = bulk_answer("logs-x", FILTER_PATH)
+        assert (status, answer) == (200, head + b",".join([item] * 3) + tail)
+        status, answer = call(f"{url}/logs-x/_bulk", "POST", body)
+        head, item, tail = bulk_answer("logs-x", None)
+        assert orjson.loads(answer) == orjson.loads(head + b",".join([item] * 3) + tail)
+        assert call(f"{url}/_index_template/logs", "GET")[0] == 404
+        assert call(f"{url}/_index_template/logs", "PUT", b"{}") == (200, b'{"acknowledged":true}')
+        assert orjson.loads(call(f"{url}/", "GET")[1])["version"]["number"]
+        stats = get_json(url + "/_bench/stats")
+        assert (stats["documents"], stats["requests"], stats["bytes"]) == (6, 2, 2 * len(body))

@@ -1,0 +1,3 @@
+module shipper/bench/endpoint_go
+
+go 1.21
