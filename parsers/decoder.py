@@ -20,6 +20,10 @@ _TRUNCATED = (TRUNCATED,)
 _PARSE_ERROR = (PARSE_ERROR,)
 _PARSE_ERROR_TRUNCATED = (PARSE_ERROR, TRUNCATED)
 
+# One common line of a block: (time, stream, message, offset of its first byte). What the
+# block fast paths give, and what DocumentEncoder.encode_rows takes without making events.
+Row = tuple[bytes, bytes, bytes, int]
+
 
 @dataclass(frozen=True, slots=True)
 class DecoderOptions:
@@ -71,21 +75,24 @@ class FileDecoder:
 
     def feed(self, offset: int, data: bytes, now: float) -> list[LogEvent]:
         """Decode `data`, whole lines each ending in a newline, that start at byte `offset`."""
-        cap = self.options.max_event_bytes
-        plain = self.options.multiline is None
-        partials = self._partials
-        if plain and not partials:
-            parse = self._parse
-            fast = (
-                _cri_block(offset, data, cap)
-                if parse is parse_cri
-                else _docker_block(offset, data, cap)
-                if parse is parse_docker
-                else None
-            )
-            if fast is not None:
-                return fast
-        return self.feed_lines(offset, data, now)
+        rows = self.rows(offset, data)
+        return events_of(rows) if rows is not None else self.feed_lines(offset, data, now)
+
+    def rows(self, offset: int, data: bytes) -> list[Row] | None:
+        """`feed`'s events as rows when every line of `data` is a common one (a final line,
+        UTC time, stdout or stderr, within the size cap) and nothing is being joined (no
+        multiline rule, no partial line held); None: `feed` decides, line by line. Each
+        row is exactly the event `feed` would give, without its flags (it has none)."""
+        if self.options.multiline is not None or self._partials:
+            return None
+        parse = self._parse
+        if parse is None:  # a file's first chunk: the format from its first line
+            parse = self._detect([data[: data.find(b"\n")]])
+        if parse is parse_cri:
+            return _cri_rows(offset, data, self.options.max_event_bytes)
+        if parse is parse_docker:
+            return _docker_rows(offset, data, self.options.max_event_bytes)
+        return None
 
     def feed_lines(self, offset: int, data: bytes, now: float) -> list[LogEvent]:
         """`feed` one line at a time (the path of any line the block fast paths refuse)."""
@@ -243,6 +250,11 @@ class FileDecoder:
         joiner.feed(event, now, out)
 
 
+def events_of(rows: list[Row]) -> list[LogEvent]:
+    """The events of `FileDecoder.rows`."""
+    return [LogEvent(time, stream, message, start) for time, stream, message, start in rows]
+
+
 def _undetected(line: bytes) -> Parsed | None:
     return None
 
@@ -252,23 +264,22 @@ def _undetected(line: bytes) -> Parsed | None:
 _CRI_FINAL = re.compile(
     rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z) (stdout|stderr) F ([^\n]*)$", re.M
 )
-_STREAM = {b"stdout": STDOUT, b"stderr": STDERR}
 
 
-def _cri_block(offset: int, data: bytes, cap: int) -> list[LogEvent] | None:
-    """Events for a block of only common CRI lines, or None to take the per-line path."""
+def _cri_rows(offset: int, data: bytes, cap: int) -> list[Row] | None:
+    """Rows for a block of only common CRI lines, or None to take the per-line path. The
+    stream is the line's own `stdout` or `stderr` (equal to STDOUT, STDERR)."""
     found = _CRI_FINAL.findall(data)
     if len(found) != data.count(b"\n"):
         return None
-    out = []
+    out: list[Row] = []
     append = out.append
-    streams = _STREAM
     pos = offset
     for time, stream, message in found:
         size = len(message)
         if size > cap:
             return None
-        append(LogEvent(time, streams[stream], message, pos))
+        append((time, stream, message, pos))
         pos += len(time) + len(stream) + size + 5  # "<time> <stream> F <message>\n"
     return out
 
@@ -278,15 +289,15 @@ _DOCKER_STREAM = {"stdout": STDOUT, "stderr": STDERR}
 _UTC_TIMES = re.compile(rb"(?:\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z\n)*").fullmatch
 
 
-def _docker_block(offset: int, data: bytes, cap: int) -> list[LogEvent] | None:
-    """Events for a block of only common docker json-file records (a final line each, UTC
+def _docker_rows(offset: int, data: bytes, cap: int) -> list[Row] | None:
+    """Rows for a block of only common docker json-file records (a final line each, UTC
     time, stdout or stderr), or None to take the per-line path. Per line, only the JSON
     parse and the two fields; the times of the whole block are checked in one pass."""
     lines = data.split(b"\n")
     lines.pop()  # the empty remainder after the last newline
     loads = orjson.loads
     streams = _DOCKER_STREAM
-    out: list[LogEvent] = []
+    out: list[Row] = []
     append = out.append
     times: list[bytes] = []
     add_time = times.append
@@ -303,7 +314,7 @@ def _docker_block(offset: int, data: bytes, cap: int) -> list[LogEvent] | None:
             if len(message) > cap:
                 return None
             add_time(time)
-            append(LogEvent(time, stream, message, pos))
+            append((time, stream, message, pos))
             pos += len(line) + 1
         stamps = b"\n".join(times) + b"\n"
     except (

@@ -260,15 +260,15 @@ def test_bytes_cut_by_the_multiline_joiner_are_counted_when_they_are_cut():
 
 
 def test_a_block_of_common_docker_records_takes_the_one_parse_path():
-    from parsers.decoder import _docker_block
+    from parsers.decoder import _docker_rows
 
     lines = [docker_record(f"line {i}", "stdout", "2024-03-01T10:20:30.5Z") for i in range(3)]
-    events = _docker_block(100, b"".join(lines), 1 << 20)
-    assert events is not None
-    assert [(e.message, e.offset) for e in events] == [
+    rows = _docker_rows(100, b"".join(lines), 1 << 20)
+    assert rows is not None
+    assert [(message, offset) for _, _, message, offset in rows] == [
         (b"line 0", 100),
         (b"line 1", 100 + len(lines[0])),
         (b"line 2", 100 + len(lines[0]) + len(lines[1])),
     ]
     partial = docker_record("cut", "stdout", "2024-03-01T10:20:30.5Z", cuts=[1])
-    assert _docker_block(0, lines[0] + partial, 1 << 20) is None  # joined line by line
+    assert _docker_rows(0, lines[0] + partial, 1 << 20) is None  # joined line by line
