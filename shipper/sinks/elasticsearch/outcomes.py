@@ -57,8 +57,10 @@ class Outcomes:
     async def skip_indexed(self, work: Work, positions: list[int]) -> list[int] | None:
         """Account for the uncertain documents among `positions` the target already holds;
         the rest, or None when the lookup failed (try again later)."""
+        if not work.uncertain or not self._deterministic_ids:
+            return positions
         uncertain = [p for p in positions if p in work.uncertain]
-        if not uncertain or not self._deterministic_ids:
+        if not uncertain:
             return positions
         entries = work.batch.entries
         ids: dict[int, str | None] = {}
@@ -151,8 +153,7 @@ class Outcomes:
             await self._reject(
                 work, [(positions[r.position], r.status, r.type, r.reason) for r in rejected]
             )
-        done = set(positions) - set(retry)
-        work.account(done)
+        work.account(set(positions).difference(retry) if retry else positions)
         if verdict.blocked:
             self.retries.blocked(verdict.blocked, 0, "")
         others = len(retry) - verdict.blocked

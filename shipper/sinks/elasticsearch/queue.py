@@ -34,7 +34,8 @@ class Work:
         return cls(batch, set(range(len(batch.entries))), uncertain)
 
     def pending(self) -> list[int]:
-        return sorted(self.left)
+        count = len(self.batch.entries)
+        return list(range(count)) if len(self.left) == count else sorted(self.left)
 
     def account(self, positions: list[int] | set[int]) -> None:
         self.left.difference_update(positions)

@@ -234,8 +234,13 @@ class ElasticsearchSink:
             if not positions:
                 return
             entries = work.batch.entries
-            body = [entries[p] for p in positions]  # written in slices, never joined whole
-            size = work.batch.size if len(body) == len(entries) else sum(map(len, body))
+            # Written in slices, never joined whole; positions are distinct, so as many
+            # as there are entries are all of them.
+            if len(positions) == len(entries):
+                body, size = entries, work.batch.size
+            else:
+                body = [entries[p] for p in positions]
+                size = sum(map(len, body))
             work.tried += 1
             log.debug(
                 "bulk request",
