@@ -20,11 +20,12 @@ class Batcher:
         self.open = Batch()
         self.full: deque[Batch] = deque()
 
-    def due(self, now: float, budget_spent: bool) -> bool:
-        """A batch is full, or the open one is old enough, or the byte budget is spent."""
+    def due(self, now: float, flush: bool) -> bool:
+        """A batch is full, or the open one is old enough or to go now (`flush`: the byte
+        budget is spent, or nothing more will be added)."""
         batch = self.open
         return bool(self.full) or (
-            bool(batch.parts) and (now - batch.created >= self.max_delay or budget_spent)
+            bool(batch.parts) and (now - batch.created >= self.max_delay or flush)
         )
 
     def take(self) -> Batch:
