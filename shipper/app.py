@@ -21,6 +21,7 @@ from shipper.kube.fragment import FileNameMetadata
 from shipper.observe import Metrics, MonitorServer
 from shipper.pipeline import Pipeline, PipelineOptions
 from shipper.reload import Reloader
+from shipper.shares import Share
 from shipper.sinks.base import Batch, Sink
 from shipper.sinks.stdout import StreamSink
 from shipper.stores import absorb_workers
@@ -29,8 +30,10 @@ from shipper.tail.reader import FileCursor
 
 log = logging.getLogger(__name__)
 
+NO_SHARE = Share()  # one process: every directory
 
-def tail_options(cfg: Config, once: bool = False, share: tuple[int, int] = (0, 1)) -> TailOptions:
+
+def tail_options(cfg: Config, once: bool = False, share: Share = NO_SHARE) -> TailOptions:
     i = cfg.inputs
     return TailOptions(
         paths=tuple(i.paths),
@@ -59,9 +62,7 @@ def decoder_options(cfg: Config) -> DecoderOptions:
     )
 
 
-def pipeline_options(
-    cfg: Config, once: bool = False, share: tuple[int, int] = (0, 1)
-) -> PipelineOptions:
+def pipeline_options(cfg: Config, once: bool = False, share: Share = NO_SHARE) -> PipelineOptions:
     b = cfg.elasticsearch.bulk
     return PipelineOptions(
         tail=tail_options(cfg, once, share),
@@ -112,14 +113,14 @@ def build_pipeline(
     once: bool = False,
     stream: BinaryIO | None = None,
     metrics: Metrics | None = None,
-    share: tuple[int, int] = (0, 1),
+    share: Share = NO_SHARE,
 ) -> Pipeline:
     """The daemon's pipeline: checkpoints in `checkpoint.path`, sink per `elasticsearch`
     (`share`: this worker of several, whose config says where its own store is)."""
     metrics = metrics or Metrics()
     store = CheckpointStore.open(Path(cfg.checkpoint.path), cfg.checkpoint.forget_after)
     try:
-        if share[1] == 1:
+        if share.workers == 1:
             absorb_workers(store)  # the workers of an earlier run with `workers: N`
         return Pipeline(
             pipeline_options(cfg, once, share),
@@ -146,7 +147,7 @@ async def run_daemon(
     stream: BinaryIO | None = None,
     on_start: Callable[[RunResult], None] | None = None,
     validated: bool = False,
-    share: tuple[int, int] = (0, 1),
+    share: Share = NO_SHARE,
     config_path: str | None = None,
     transform: Callable[[Config], Config] | None = None,
 ) -> RunResult:
@@ -211,7 +212,7 @@ def config_reloader(
     pipeline: Pipeline,
     cfg: Config,
     path: str,
-    share: tuple[int, int] = (0, 1),
+    share: Share = NO_SHARE,
     transform: Callable[[Config], Config] | None = None,
 ) -> Reloader:
     """Reloads `path` into the running pipeline through the same construction as at start

@@ -225,14 +225,19 @@ def run(config_path: str | None, once: bool, worker: str | None, report_fd: int 
     from shipper.app import RunResult, run_daemon
     from shipper.checkpoint import CheckpointError
     from shipper.observe import setup_logging
+    from shipper.shares import Share, read_plan
     from shipper.sinks.elasticsearch import SinkStartError
     from shipper.workers import Supervisor, report, worker_config
 
-    share = (0, 1)
+    share = Share()
     if worker is not None:
         index, _, count = worker.partition("/")
-        share = (int(index), int(count))
-        cfg = worker_config(cfg, *share)
+        root = Path(cfg.checkpoint.path)  # the supervisor's: where its plan is
+        try:
+            share = Share(int(index), int(count), read_plan(root, int(count)))
+        except CheckpointError as exc:
+            raise Failure(str(exc)) from None
+        cfg = worker_config(cfg, share.mine, share.workers)
 
     def started(result: RunResult) -> None:
         if report_fd is not None:
@@ -259,7 +264,9 @@ def run(config_path: str | None, once: bool, worker: str | None, report_fd: int 
                 validated=True,
                 share=share,
                 config_path=config_path,
-                transform=None if worker is None else lambda c: worker_config(c, *share),
+                transform=None
+                if worker is None
+                else lambda c: worker_config(c, share.mine, share.workers),
             )
         )
     except (CheckpointError, SinkStartError) as exc:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 from shipper.checkpoint import CheckpointStore
-from shipper.shares import share_of
+from shipper.shares import Share, drop_plan
 
 log = logging.getLogger(__name__)
 
@@ -85,16 +86,19 @@ def absorb_workers(root: CheckpointStore) -> None:
             store.close()
         root.save()
         shutil.rmtree(path)
+    drop_plan(root.directory)
     if moved:
         log.info("checkpoints of the workers taken into one store", extra={"entries": moved})
 
 
-def distribute(root: CheckpointStore, workers: int) -> None:
-    """`workers` now: give each worker store the entries of the directories it owns, from
-    the root store (held open by the caller) and from the stores of any other number of
-    workers before. Worker stores are written first, the root store emptied last, so an
-    interruption leaves every entry in at least one store (the next start moves it)."""
+def distribute(root: CheckpointStore, workers: int, plan: Mapping[str, int] | None = None) -> None:
+    """`workers` now: give each worker store the entries of the directories it owns (by
+    `plan`, shipper.shares), from the root store (held open by the caller) and from the
+    stores of any other number of workers or plan before. Worker stores are written
+    first, the root store emptied last, so an interruption leaves every entry in at least
+    one store (the next start moves it)."""
     assert root.directory is not None and workers > 1
+    owner = Share(0, workers, plan or {}).owner
     existing = _worker_dirs(root.directory)
     stores = {
         i: CheckpointStore.open(worker_dir(root.directory, i))
@@ -105,13 +109,13 @@ def distribute(root: CheckpointStore, workers: int) -> None:
         for source in [root, *stores.values()]:
             by_worker: dict[int, list[str]] = {}
             for key, entry in source.files.items():
-                by_worker.setdefault(share_of(entry.scope, workers), []).append(key)
+                by_worker.setdefault(owner(entry.scope), []).append(key)
             for i, keys in by_worker.items():
                 if stores[i] is not source:
                     moved += len(keys)
                     _move(source, stores[i], keys)
             for scope in list(source.horizons):
-                target = stores[share_of(scope, workers)]
+                target = stores[owner(scope)]
                 if target is not source:
                     _move_scopes(source, target, [scope])
         _same_start([root, *stores.values()])

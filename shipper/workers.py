@@ -28,7 +28,9 @@ import orjson
 from shipper.checkpoint import CheckpointStore
 from shipper.config import Config
 from shipper.observe import Counter, Gauge, MonitorServer, num, parse_exposition
+from shipper.shares import plan_shares, write_plan
 from shipper.stores import distribute, worker_dir
+from shipper.tail.discovery import expand
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,16 @@ def worker_config(cfg: Config, worker: int, workers: int) -> Config:
     )
 
 
+def directory_sizes(cfg: Config) -> dict[str, int]:
+    """The bytes of the files the globs match now, by the directory they are written in
+    (what the shares are balanced by)."""
+    sizes: dict[str, int] = {}
+    for found in expand(list(cfg.inputs.paths), list(cfg.inputs.exclude)).values():
+        scope = os.path.dirname(found.real)
+        sizes[scope] = sizes.get(scope, 0) + found.size
+    return sizes
+
+
 def report(fd: int, port: int) -> None:
     """A worker tells the supervisor where its metrics are (then the pipe is closed)."""
     with os.fdopen(fd, "wb") as pipe:
@@ -89,7 +101,10 @@ class Supervisor:
     async def run(self) -> int:
         root = CheckpointStore.open(Path(self.cfg.checkpoint.path))  # held: one supervisor
         try:
-            distribute(root, self.n)
+            assert root.directory is not None
+            plan = plan_shares(directory_sizes(self.cfg), self.n)
+            write_plan(root.directory, self.n, plan)  # before any worker reads it
+            distribute(root, self.n, plan)
             monitor = None
             if self.cfg.metrics.listen:
                 monitor = MonitorServer(self.render, self.healthy, self.ready)

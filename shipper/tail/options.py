@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from shipper.shares import Share
 
 BEGINNING = "beginning"
 END = "end"
@@ -22,4 +24,4 @@ class TailOptions:
     rescan_interval: float = 5.0
     idle_poll_max: float = 0.5
     watch: bool = True
-    share: tuple[int, int] = (0, 1)  # (this worker, workers): the directories it follows
+    share: Share = field(default_factory=Share)  # the directories this worker follows

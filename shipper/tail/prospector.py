@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from parsers.filename import container_ref
-from shipper.shares import share_of
+from shipper.shares import Share
 from shipper.tail import naming
 from shipper.tail.discovery import Found, Resolved, expand
 from shipper.tail.fs import FileSystem
@@ -224,10 +224,10 @@ class Prospector:
         paths: list[str],
         exclude: list[str],
         fs: FileSystem,
-        share: tuple[int, int] = (0, 1),
+        share: Share | None = None,
     ) -> None:
         self.paths, self.exclude, self.fs = paths, exclude, fs
-        self.share = share
+        self.share = share or Share()
         self.groups: dict[str, Group] = {}
         self.due: dict[Group, None] = {}  # groups to look at, in the order they became due
         self._resolved: Resolved = {}
@@ -240,10 +240,10 @@ class Prospector:
             self._resolved.clear()
         found = expand(self.paths, self.exclude, self._resolved, self.fs)
         lives: dict[str, dict[str, Live]] = {}
-        mine, workers = self.share
+        owns = self.share.owns
         for f in found.values():
             scope, name = os.path.split(f.real)
-            if workers > 1 and share_of(scope, workers) != mine:
+            if not owns(scope):
                 continue  # another worker's
             lives.setdefault(scope, {}).setdefault(name, _live(f))
         for scope, group in self.groups.items():

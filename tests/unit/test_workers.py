@@ -3,9 +3,13 @@ metrics are served as one."""
 
 from __future__ import annotations
 
-from shipper.checkpoint import CheckpointStore, Entry
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shipper.checkpoint import CheckpointError, CheckpointStore, Entry
 from shipper.observe import Metrics, parse_exposition
-from shipper.shares import share_of
+from shipper.shares import PLAN_FILE, Share, plan_shares, read_plan, share_of, write_plan
 from shipper.stores import absorb_workers, distribute, worker_dir
 from shipper.workers import merge_expositions
 
@@ -26,7 +30,9 @@ def test_entries_move_to_the_worker_that_owns_their_directory_and_back(tmp_path)
     scopes = [f"/var/log/pods/ns_p{i}_uid/app" for i in range(12)]
     root = store_with(tmp_path, scopes)
     since = root.since
-    distribute(root, 3)
+    plan = {scope: i % 3 for i, scope in enumerate(scopes[:9])}  # the last 3 by hash
+    owner = Share(0, 3, plan).owner
+    distribute(root, 3, plan)
     assert root.files == {} and root.horizons == {}
     root.close()
     seen = {}
@@ -34,9 +40,9 @@ def test_entries_move_to_the_worker_that_owns_their_directory_and_back(tmp_path)
         store = CheckpointStore.open(worker_dir(tmp_path, w))
         assert abs(store.since - since) < 0.01 and not store.fresh  # not a first start here
         for key, entry in store.files.items():
-            assert share_of(entry.scope, 3) == w
+            assert owner(entry.scope) == w
             seen[key] = (entry.offset, store.resent_until[key])
-        assert (scopes[0] in store.horizons) == (share_of(scopes[0], 3) == w)
+        assert (scopes[0] in store.horizons) == (owner(scopes[0]) == w)
         store.close()
     assert seen == {f"fp{i}|{s}|0.log": (100 + i, 200 + i) for i, s in enumerate(scopes)}
     root = CheckpointStore.open(tmp_path)
@@ -94,3 +100,44 @@ def test_reload_metrics_of_the_workers_merge_into_counts_and_the_latest_time():
     assert values['shipper_config_reloads_total{result="refused"}'] == 1
     assert values['shipper_config_info{hash="abc123"}'] == 2  # both workers run that config
     assert values["shipper_config_last_reload_timestamp_seconds"] == 2000.0
+
+
+@given(
+    sizes=st.dictionaries(st.text(min_size=1, max_size=8), st.integers(0, 10**9), max_size=60),
+    workers=st.integers(1, 5),
+)
+def test_a_plan_gives_every_directory_one_worker_and_balances_their_bytes(sizes, workers):
+    plan = plan_shares(sizes, workers)
+    assert plan.keys() == sizes.keys() and all(0 <= w < workers for w in plan.values())
+    assert plan == plan_shares(dict(reversed(sizes.items())), workers)  # order-free
+    loads = [sum(sizes[s] for s, w in plan.items() if w == i) for i in range(workers)]
+    # Largest first, each to the least loaded: no worker ends more than one directory
+    # above another.
+    assert max(loads) - min(loads) <= max(sizes.values(), default=0)
+    if not any(sizes.values()):  # nothing written yet: the directories are spread
+        counts = [list(plan.values()).count(i) for i in range(workers)]
+        assert max(counts) - min(counts) <= 1
+
+
+def test_hashing_alone_can_leave_one_worker_most_of_a_backlog_a_plan_does_not():
+    sizes = {f"/var/log/pods/ns_p{i}_uid/app": (i % 7 + 1) * 10**6 for i in range(50)}
+    by_hash = [sum(v for s, v in sizes.items() if share_of(s, 2) == w) for w in (0, 1)]
+    plan = plan_shares(sizes, 2)
+    planned = [sum(v for s, v in sizes.items() if plan[s] == w) for w in (0, 1)]
+    assert max(planned) / sum(planned) <= 0.51
+    assert max(planned) <= max(by_hash)
+
+
+def test_workers_read_the_plan_written_for_their_number_and_refuse_a_damaged_one(tmp_path):
+    plan = {"/var/log/pods/a/app": 1, "/var/log/pods/b/app": 0}
+    write_plan(tmp_path, 2, plan)
+    assert read_plan(tmp_path, 2) == plan
+    share = Share(1, 2, read_plan(tmp_path, 2))
+    assert share.owns("/var/log/pods/a/app") and not share.owns("/var/log/pods/b/app")
+    new = "/var/log/pods/new/app"
+    assert share.owner(new) == share_of(new, 2)  # not planned: by hash
+    assert read_plan(tmp_path, 3) == {}  # planned for another number: hashing alone
+    (tmp_path / PLAN_FILE).write_bytes(b'{"workers": 2, "plan": [1, 2]}')
+    with pytest.raises(CheckpointError, match="unreadable"):
+        read_plan(tmp_path, 2)
+    assert read_plan(tmp_path / "nowhere", 2) == {}
