@@ -280,7 +280,7 @@ def _cri_rows(offset: int, data: bytes, cap: int) -> list[Row] | None:
         if size > cap:
             return None
         append((time, stream, message, pos))
-        pos += len(time) + len(stream) + size + 5  # "<time> <stream> F <message>\n"
+        pos += len(time) + size + 11  # "<time> <stdout|stderr: 6 bytes> F <message>\n"
     return out
 
 

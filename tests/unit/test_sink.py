@@ -32,9 +32,13 @@ class FakeTransport:
         self.handler = handler
         self.requests: list[tuple[str, str, bytes]] = []
 
-    async def request(self, method, path, body=None, params=None, headers=None, timeout=None):
+    async def request(
+        self, method, path, body=None, params=None, headers=None, timeout=None, size=None
+    ):
         if isinstance(body, list):  # a bulk body in pieces
             body = b"".join(body)
+        # A size the caller gives is the Content-Length: it must be the body's.
+        assert size is None or size == len(body or b""), (size, len(body or b""))
         self.requests.append((method, path, body or b""))
         answer = self.handler(method, path, body or b"")
         if isinstance(answer, BaseException):

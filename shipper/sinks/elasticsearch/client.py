@@ -89,10 +89,13 @@ class Client:
             raise ApiError(response.status, response.body, method, path)
         return orjson.loads(response.body) if response.body else {}
 
-    async def bulk(self, path: str, body: Body, params: dict[str, str]) -> Response:
-        """POST NDJSON; the raw response (the classifier decides what it means)."""
+    async def bulk(
+        self, path: str, body: Body, params: dict[str, str], size: int | None = None
+    ) -> Response:
+        """POST NDJSON (`size`: its bytes, if known); the raw response (the classifier
+        decides what it means)."""
         return await self.transport.request(
-            "POST", path, body, params, {"Accept": JSON, "Content-Type": NDJSON}
+            "POST", path, body, params, {"Accept": JSON, "Content-Type": NDJSON}, size=size
         )
 
     def hosts_alive(self) -> int:

@@ -249,7 +249,7 @@ class ElasticsearchSink:
             assert self.client is not None
             try:
                 response = await self.client.bulk(
-                    self._bulk_path, body, {"filter_path": verdicts.FILTER_PATH}
+                    self._bulk_path, body, {"filter_path": verdicts.FILTER_PATH}, size
                 )
             except TransportError as exc:
                 self.metrics.bulk_requests.inc(1, "unreachable")

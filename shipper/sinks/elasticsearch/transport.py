@@ -174,15 +174,21 @@ class HttpTransport:
         params: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
         timeout: float | None = None,
+        size: int | None = None,
     ) -> Response:
-        """One exchange with the first host that accepts a connection."""
+        """One exchange with the first host that accepts a connection (`size`: the bytes
+        of `body` when the caller knows them, so a body of many pieces is not measured)."""
         if self._closed:
             raise ConnectFailed("transport", "closed")
         extra = b"".join(f"{k}: {v}\r\n".encode() for k, v in (headers or {}).items())
         payload = body
         if body is not None and self._gzip:
-            payload = gzipped(body)
+            payload, size = gzipped(body), None
             extra += b"Content-Encoding: gzip\r\n"
+        if payload is None:
+            size = 0
+        elif size is None:
+            size = length(payload)
         target = path if not params else path + "?" + query(params)
         limit = timeout if timeout is not None else self.timeout
         last: TransportError | None = None
@@ -199,7 +205,7 @@ class HttpTransport:
                 continue
             try:
                 response = await asyncio.wait_for(
-                    self._exchange(host, conn, method, target, payload, extra),
+                    self._exchange(host, conn, method, target, payload, size, extra),
                     max(limit - (self._clock() - began), 0.001),
                 )
             except TimeoutError:
@@ -220,10 +226,11 @@ class HttpTransport:
         method: str,
         target: str,
         body: Body | None,
+        size: int,
         extra: bytes,
     ) -> Response:
         reader, writer, reused = conn
-        head = self._head(host, method, target, body, extra)
+        head = self._head(host, method, target, size, extra)
         try:
             try:
                 writer.write(head)
@@ -232,12 +239,12 @@ class HttpTransport:
                 await writer.drain()
             except (OSError, ssl.SSLError):
                 writer.close()
-                if body is None or length(body) < EXPECT_BYTES:
+                if body is None or size < EXPECT_BYTES:
                     raise
                 # A server refusing a body (413 past http.max_content_length) answers and
                 # closes before reading it; that answer is usually lost with the broken
                 # pipe. Ask again, this time waiting for its verdict before the body.
-                return await self._expect_continue(host, method, target, body, extra)
+                return await self._expect_continue(host, method, target, body, size, extra)
             status, headers, data, keep = await read_response(reader, method)
         except (OSError, asyncio.IncompleteReadError, ValueError, ssl.SSLError) as exc:
             writer.close()
@@ -251,9 +258,7 @@ class HttpTransport:
             writer.close()
         return Response(status, headers, data, host.url)
 
-    def _head(
-        self, host: _Host, method: str, target: str, body: Body | None, extra: bytes
-    ) -> bytes:
+    def _head(self, host: _Host, method: str, target: str, size: int, extra: bytes) -> bytes:
         return b"%s %s%s HTTP/1.1\r\nHost: %s\r\n%s%sContent-Length: %d\r\n\r\n" % (
             method.encode(),
             host.base.encode(),
@@ -261,18 +266,18 @@ class HttpTransport:
             host.authority,
             self._fixed,
             extra,
-            length(body) if body is not None else 0,
+            size,
         )
 
     async def _expect_continue(
-        self, host: _Host, method: str, target: str, body: Body, extra: bytes
+        self, host: _Host, method: str, target: str, body: Body, size: int, extra: bytes
     ) -> Response:
         """The request again on a new connection with `Expect: 100-continue`: the body goes
         only after the server's "100 Continue" (or after a second without an answer)."""
         reader, writer, _ = await self._connection(host, fresh=True)
         try:
             writer.write(
-                self._head(host, method, target, body, extra + b"Expect: 100-continue\r\n")
+                self._head(host, method, target, size, extra + b"Expect: 100-continue\r\n")
             )
             await writer.drain()
             try:
