@@ -106,12 +106,12 @@ class DocumentEncoder:
         action = self._action_for if self.actions else None
         # The common case, a deterministic id and one target, formats action and document
         # in one operation.
-        id_head = None
-        if self.actions and self.id_prefix is not None and self.index_format is None:
-            id_head, action = b'{"create":{' + self._index + b'"_id":"' + self.id_prefix, None
+        id_head = self._id_head()
+        if id_head is not None:
+            action = None
         parse_json = self.parse_json
         # From the bytes, JSON too (as its parsed fields give), before any redaction.
-        levels = _levels([ev.message for ev in events]) if self.level else [b""] * len(events)
+        levels = self._levels([ev.message for ev in events])
         redactor = self.redactor
         redact = redactor.redact if redactor is not None else None
         for ev, level in zip(events, levels, strict=True):
@@ -180,22 +180,16 @@ class DocumentEncoder:
     def takes_rows(self) -> bool:
         """Whether `encode_rows` applies: deterministic ids into one target, and nothing
         that changes or adds to a message (redaction, JSON fields)."""
-        return (
-            self.actions
-            and self.id_prefix is not None
-            and self.index_format is None
-            and self.redactor is None
-            and not self.parse_json
-        )
+        return self._id_head() is not None and self.redactor is None and not self.parse_json
 
     def encode_rows(self, rows: Sequence[Row], now: bytes, out: list[bytes]) -> int:
         """`encode` of the rows' events (FileDecoder.rows: common lines, no flags) when
         `takes_rows()`: the same bytes, without making an event per line."""
-        assert self.id_prefix is not None
-        id_head = b'{"create":{' + self._index + b'"_id":"' + self.id_prefix
+        id_head = self._id_head()
+        assert id_head is not None
         tail = self._tail
         dumps = orjson.dumps
-        levels = _levels([row[2] for row in rows]) if self.level else [b""] * len(rows)
+        levels = self._levels([row[2] for row in rows])
         append = out.append
         size = 0
         for (time, stream, message, offset), level in zip(rows, levels, strict=True):
@@ -208,6 +202,24 @@ class DocumentEncoder:
             append(doc)
             size += len(doc)
         return size
+
+    def _id_head(self) -> bytes | None:
+        """`{"create":{..."_id":"<prefix>` when every action is a create with a
+        deterministic id into one target (the common case, formatted with its document in
+        one operation); None otherwise."""
+        if self.actions and self.id_prefix is not None and self.index_format is None:
+            return b'{"create":{' + self._index + b'"_id":"' + self.id_prefix
+        return None
+
+    def _levels(self, messages: list[bytes]) -> list[bytes]:
+        """The `,"level":...` field of each message (b"" each with detection off). A loop
+        of its own, before the documents are formatted: the detector's patterns then stay
+        in the CPU's caches (interleaved with the formatting, the same detection cost
+        about twice as much)."""
+        if not self.level:
+            return [b""] * len(messages)
+        fields = _LEVEL_FIELDS
+        return [fields[detect_level(message)] for message in messages]
 
     def _action_for(self, offset: int, time: bytes) -> bytes:
         head = b'{"create":{' + self._index
@@ -230,14 +242,6 @@ class DocumentEncoder:
                 self._index_actions.clear()
             self._index_actions[day] = cached
         return cached
-
-
-def _levels(messages: list[bytes]) -> list[bytes]:
-    """The `,"level":...` field of each message. A loop of its own, before the documents
-    are formatted: the detector's patterns then stay in the CPU's caches (interleaved with
-    the formatting, the same detection cost about twice as much)."""
-    fields = _LEVEL_FIELDS
-    return [fields[detect_level(message)] for message in messages]
 
 
 def _json_field(message: bytes, redactor: Redactor | None) -> tuple[bytes, bool]:
