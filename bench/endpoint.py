@@ -11,8 +11,9 @@ Two modes, one process (run it apart from shipper so its CPU is not counted):
   Elasticsearch's answer came back, which is when shipper sees the acknowledgement.
 
 `GET /_bench/stats` returns {"documents", "requests", "bytes", "delays": [seconds...],
-"sample": the first document of the last `_bulk` request} and `POST /_bench/reset` clears
-them.
+"sample": the first document of the last `_bulk` request, "first_at" and "last_at": when
+the first and the last `_bulk` request were answered, Unix seconds (null before one)} and
+`POST /_bench/reset` clears them.
 
     python -m bench.endpoint --port 9299 [--forward http://127.0.0.1:9200]
 """
@@ -92,6 +93,8 @@ class Endpoint:
         self.bytes = 0
         self.delays: list[float] = []
         self.sample: Any = None
+        self.first_at: float | None = None
+        self.last_at: float | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         path = request.path
@@ -102,6 +105,8 @@ class Endpoint:
                 "bytes": self.bytes,
                 "delays": self.delays,
                 "sample": self.sample,
+                "first_at": self.first_at,
+                "last_at": self.last_at,
             }
             return web.Response(body=orjson.dumps(body), content_type="application/json")
         if path == "/_bench/reset":
@@ -117,6 +122,8 @@ class Endpoint:
             items = body.count(b"\n") // 2
             self.documents += items
             self.sample = _first_document(body)
+            self.last_at = time.time()
+            self.first_at = self.first_at or self.last_at
             index = path[1:].rpartition("/")[0] or "fluent-bit"
             key = (index, request.query.get("filter_path"))
             if key not in self.answers:

@@ -4,7 +4,11 @@
 // answers to shipper: every `create` item 201, cut down by the request's `filter_path`
 // when that keeps only `errors` and `items.*.<fields>` (shipper's), else in full; the
 // version at `/`, 404 for a template lookup, `{"acknowledged":true}` for anything else.
-// Bodies are counted (documents = newlines / 2), never parsed.
+// Bodies are counted (documents = newlines / 2), never parsed. Its stats say, as the
+// Python one's do, when the first and the last `_bulk` request were answered. It runs on
+// one OS thread (GOMAXPROCS 1): with more, the Go scheduler's idle threads spin looking
+// for work, and on a machine whose cores are all busy that spinning is CPU taken from
+// what is measured (1.99 CPU s against 1.17 for the same 2.45M documents).
 //
 //	go build -o endpoint . && ./endpoint -port 9299
 package main
@@ -18,8 +22,10 @@ import (
 	"io"
 	"log"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
+	"time"
 )
 
 type stats struct {
@@ -27,6 +33,17 @@ type stats struct {
 	documents int64
 	requests  int64
 	bytes     int64
+	first     float64 // Unix seconds; 0: none yet
+	last      float64
+}
+
+func unix() float64 { return float64(time.Now().UnixNano()) / 1e9 }
+
+func orNull(t float64) any {
+	if t == 0 {
+		return nil
+	}
+	return t
 }
 
 var fullItem = `{"create":{"_index":"%s","_id":"bench-document-id-01","_version":1,` +
@@ -51,8 +68,14 @@ func item(index, filterPath string) (string, bool) {
 	return `{"create":{"status":201}}`, true
 }
 
+// A read buffer per request in flight, reused: a fresh 1 MiB for each of a thousand
+// requests was a gigabyte for the garbage collector.
+var buffers = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
+
 func counted(r io.Reader) (int64, int64, error) {
-	buf := make([]byte, 1<<20)
+	pooled := buffers.Get().(*[]byte)
+	defer buffers.Put(pooled)
+	buf := *pooled
 	var size, lines int64
 	for {
 		n, err := r.Read(buf)
@@ -71,6 +94,7 @@ func main() {
 	host := flag.String("host", "127.0.0.1", "address to listen on")
 	port := flag.Int("port", 9299, "port to listen on")
 	flag.Parse()
+	runtime.GOMAXPROCS(1)
 	st := &stats{}
 	reply := func(w http.ResponseWriter, status int, body []byte) {
 		w.Header().Set("Content-Type", "application/json")
@@ -86,6 +110,7 @@ func main() {
 			body, _ := json.Marshal(map[string]any{
 				"documents": st.documents, "requests": st.requests, "bytes": st.bytes,
 				"delays": []float64{}, "sample": nil,
+				"first_at": orNull(st.first), "last_at": orNull(st.last),
 			})
 			st.mu.Unlock()
 			reply(w, 200, body)
@@ -93,6 +118,7 @@ func main() {
 		case path == "/_bench/reset":
 			st.mu.Lock()
 			st.documents, st.requests, st.bytes = 0, 0, 0
+			st.first, st.last = 0, 0
 			st.mu.Unlock()
 			reply(w, 200, []byte("{}"))
 			return
@@ -117,6 +143,10 @@ func main() {
 			st.requests++
 			st.bytes += size
 			st.documents += items
+			st.last = unix()
+			if st.first == 0 {
+				st.first = st.last
+			}
 			st.mu.Unlock()
 			index := strings.TrimPrefix(strings.TrimSuffix(path, "/_bulk"), "/")
 			one, keep := item(index, r.URL.Query().Get("filter_path"))

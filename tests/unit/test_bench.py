@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import orjson
+import pytest
 
 from bench import fluentbit, loadgen, report
 from bench.endpoint import bulk_answer
@@ -98,10 +99,11 @@ def test_partial_run_keeps_other_sections_and_the_analysis(tmp_path: Path):
     assert "Fluent Bit v5.1.1" in out.read_text()  # kept, not replaced by "not measured"
 
 
-def test_the_native_endpoint_answers_and_counts_as_the_python_one_does():
+@pytest.mark.parametrize("native", [True, False], ids=["go", "python"])
+def test_the_endpoints_answer_and_count_alike(native):
     """bench/endpoint_go (the workers' endpoint) gives shipper the answers bench/endpoint.py
     gives: the same bytes for a `_bulk` with and without shipper's filter_path, the same
-    start-up calls, and documents counted."""
+    start-up calls, documents counted, and when the first and last `_bulk` were answered."""
     import urllib.request
     from urllib.parse import quote
 
@@ -116,10 +118,12 @@ def test_the_native_endpoint_answers_and_counts_as_the_python_one_does():
             return exc.code, exc.read()
 
     body = b'{"create":{"_id":"a"}}\n{"message":"x"}\n' * 3
-    with endpoint(native=True) as url:
+    with endpoint(native=native) as url:
+        assert get_json(url + "/_bench/stats")["first_at"] is None
         status, answer = call(f"{url}/logs-x/_bulk?filter_path={quote(FILTER_PATH)}", "POST", body)
         head, item, tail = bulk_answer("logs-x", FILTER_PATH)
         assert (status, answer) == (200, head + b",".join([item] * 3) + tail)
+        first = get_json(url + "/_bench/stats")
         status, answer = call(f"{url}/logs-x/_bulk", "POST", body)
         head, item, tail = bulk_answer("logs-x", None)
         assert orjson.loads(answer) == orjson.loads(head + b",".join([item] * 3) + tail)
@@ -128,3 +132,7 @@ def test_the_native_endpoint_answers_and_counts_as_the_python_one_does():
         assert orjson.loads(call(f"{url}/", "GET")[1])["version"]["number"]
         stats = get_json(url + "/_bench/stats")
         assert (stats["documents"], stats["requests"], stats["bytes"]) == (6, 2, 2 * len(body))
+        assert stats["first_at"] == first["first_at"] == first["last_at"] <= stats["last_at"]
+        get_json(url + "/_bench/reset", "POST")
+        stats = get_json(url + "/_bench/stats")
+        assert (stats["documents"], stats["first_at"], stats["last_at"]) == (0, None, None)
