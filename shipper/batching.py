@@ -38,6 +38,10 @@ class Batcher:
     def pending(self) -> bool:
         return bool(self.full or self.open.parts)
 
+    def held_bytes(self) -> int:
+        """The bytes of the documents not yet handed to the sink."""
+        return self.open.size + sum(batch.size for batch in self.full)
+
     def deadline(self) -> float | None:
         """When the open batch is due by age (None if it is empty)."""
         return self.open.created + self.max_delay if self.open.entries else None

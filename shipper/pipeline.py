@@ -30,6 +30,7 @@ from shipper.checkpoint import CheckpointStore
 from shipper.controls import Controls
 from shipper.files import FileStage, MetadataSource
 from shipper.observe import Metrics
+from shipper.outbox import Outbox
 from shipper.sinks.base import Batch, Sink
 from shipper.storefile import CheckpointWriter
 from shipper.tail.fs import REAL, FileSystem
@@ -89,6 +90,12 @@ class Pipeline:
             options.batch_max_docs, options.batch_max_bytes, options.batch_max_delay, clock
         )
         self.writer = CheckpointWriter(store, options.checkpoint_interval)
+        self.outbox = Outbox(
+            self._needs_sent_marks,
+            self._mark_read,
+            self.writer.write_now,
+            lambda batch: self.sink.send(batch),
+        )
         self.files = FileStage(
             options.decoder,
             metadata,
@@ -233,8 +240,15 @@ class Pipeline:
         return sum(1 for item in items if type(item) is Chunk)
 
     def batch_due(self, now: float) -> bool:
-        # --once with everything read: the last batch goes now, not after `max_delay`.
-        return self.batches.due(now, self.room() <= 0 or self.finished_once)
+        # --once with everything read: the last batch goes now, not after `max_delay`. A
+        # full buffer sends the open batch at once only when nothing is at the sink: else
+        # an acknowledgement frees room and the batch fills on (a part-full request at
+        # every pause made two workers' halves of the buffer a third more requests).
+        return self.batches.due(now, self.finished_once or (self.room() <= 0 and self._unsent()))
+
+    def _unsent(self) -> bool:
+        """Everything read and not acknowledged is still in the batcher (none at the sink)."""
+        return self.tracker.in_flight_bytes <= self.batches.held_bytes()
 
     def take_batch(self) -> Batch:
         """Hand over the oldest full batch, else the open one (acknowledge with `acknowledge`)."""
@@ -279,12 +293,11 @@ class Pipeline:
     async def _dispatch(self) -> None:
         batch = self.take_batch()
         if batch.parts:
-            if self._needs_sent_marks(batch):
-                # Everything read so far is marked as possibly sent, durably, before any of
-                # it is: one write covers every batch already encoded.
-                self.store.mark_sent(self.tracker.read_ends())
-                await self.writer.write_now()
-            await self.sink.send(batch)
+            await self.outbox.put(batch)
+
+    def _mark_read(self) -> None:
+        # Everything read so far is marked as possibly sent, durably, before any of it is.
+        self.store.mark_sent(self.tracker.read_ends())
 
     def _needs_sent_marks(self, batch: Batch) -> bool:
         """The batch reaches past a file's durable "sent up to" mark."""
@@ -297,6 +310,7 @@ class Pipeline:
     async def _dispatch_all(self) -> None:
         while self.batches.pending():
             await self._dispatch()
+        await self.outbox.flush()
 
     def _on_ack(self, batch: Batch) -> None:
         wall = time.time()
@@ -378,6 +392,7 @@ class Pipeline:
             self.files.throttle.report(self.clock(), force=True)
             self.tailer.stop()
             self.metadata.stop()
+            self.outbox.cancel()  # only if the grace ran out: what it held is read again
             await self.sink.close()
             if self.store.directory is not None:
                 await self.writer.stop()

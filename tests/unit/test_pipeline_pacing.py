@@ -82,3 +82,17 @@ def test_a_full_buffer_waits_for_an_acknowledgement_without_the_trickle_pause(
         assert paused == [], "waiting on a full buffer must not add a pause of its own"
     else:
         assert paused and paused[0] <= WAKE_INTERVAL, "trickling data is read in paced passes"
+
+
+def test_a_full_buffer_sends_the_open_batch_only_when_no_other_is_at_the_sink(tmp_path):
+    now = [1000.0]
+    # 50 documents read in one pass, more than the buffer holds; batches of 20.
+    p = pipeline(tmp_path / "a", now, batch_max_docs=20, buffer_max_bytes=4096)
+    assert p.poll(now[0]) and p.room() <= 0
+    at_sink = [p.take_batch(), p.take_batch()]
+    assert [len(b.entries) for b in at_sink] == [20, 20]
+    assert not p.batch_due(now[0]), "an acknowledgement will free room: the open batch fills on"
+    alone = pipeline(tmp_path / "b", now, batch_max_docs=100, buffer_max_bytes=4096)
+    assert alone.poll(now[0]) and alone.room() <= 0
+    assert alone.batch_due(now[0]), "nothing at the sink: only sending the open batch frees room"
+    assert len(alone.take_batch().entries) == 50

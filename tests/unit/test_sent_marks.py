@@ -123,3 +123,49 @@ def test_the_pipeline_writes_the_marks_before_it_sends_and_a_restart_flags_the_r
     second.sink.send = send  # type: ignore[method-assign]
     asyncio.run(second.run())
     assert uncertain and all(uncertain)  # every re-read document lies below the mark
+
+
+def test_the_outbox_sends_each_batch_in_order_once_a_write_covering_it_is_on_disk():
+    """put() never waits for the disk; a batch past the durable marks leaves only after a
+    write that began once it was marked; batches leave in the order they came."""
+    from shipper.outbox import Outbox
+    from shipper.sinks.base import Batch
+
+    state = {"marked": 0, "durable": 0, "read": 0}
+    sent: list[int] = []
+    writes: list[int] = []
+    gate = asyncio.Event()
+
+    def needs(batch: Batch) -> bool:
+        return batch.created > state["durable"]
+
+    def mark() -> None:
+        state["marked"] = state["read"]  # everything read so far
+
+    async def write() -> None:
+        covers = state["marked"]
+        writes.append(covers)
+        await gate.wait()
+        state["durable"] = covers
+
+    async def send(batch: Batch) -> None:
+        assert batch.created <= state["durable"], "sent before its marks were on disk"
+        sent.append(int(batch.created))
+
+    async def main() -> None:
+        box = Outbox(needs, mark, write, send)
+        for n in (1, 2):
+            state["read"] = n
+            await box.put(Batch(created=n))
+        await asyncio.sleep(0)  # the write of 1 and 2 has begun; the disk is slow
+        assert sent == [] and writes == [2]
+        state["read"] = 3
+        await box.put(Batch(created=3))  # not waiting for the disk either
+        gate.set()
+        await box.flush()
+        assert sent == [1, 2, 3] and writes == [2, 3]
+        state["read"] = 3
+        await box.put(Batch(created=3))  # covered already: straight to the sink
+        assert sent == [1, 2, 3, 3] and writes == [2, 3]
+
+    asyncio.run(main())
