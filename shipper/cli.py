@@ -14,20 +14,9 @@ import click
 
 from shipper import __version__
 from shipper.config import Config, ConfigError, default_config, load_config, validate
+from shipper.serve import BadConfig, Failure, daemon, early_signals, supervise
 
 log = logging.getLogger("shipper")
-
-
-class Failure(click.ClickException):
-    """A runtime failure: one line on stderr, exit code 1."""
-
-    exit_code = 1
-
-
-class BadConfig(click.ClickException):
-    """A configuration mistake: one line on stderr naming the key, exit code 2."""
-
-    exit_code = 2
 
 
 def _load(path: str | None, validated: bool = True) -> Config:
@@ -211,70 +200,16 @@ def run(config_path: str | None, once: bool, worker: str | None, report_fd: int 
     """
     # A SIGTERM that arrives while shipper is still starting (imports, config, the first
     # checkpoint read) is kept and honoured once the loop runs: a clean stop, exit 0.
-    pending: list[int] = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda number, _frame: pending.append(number))
-    # SIGHUP (reload) must not end a shipper that is still starting: it reads the file now.
-    signal.signal(signal.SIGHUP, lambda _number, _frame: None)
+    pending = early_signals()
     # `kill -USR1 <pid>` writes every thread's stack to stderr: for "why is it stuck?".
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     # Validated before the heavy imports: a config mistake is reported at once. (So
     # run_daemon need not validate it again.)
     cfg = _load(config_path)
-
-    from shipper.app import RunResult, run_daemon
-    from shipper.checkpoint import CheckpointError
-    from shipper.observe import setup_logging
-    from shipper.shares import Share, read_plan
-    from shipper.sinks.elasticsearch import SinkStartError
-    from shipper.workers import Supervisor, report, worker_config
-
-    share = Share()
-    if worker is not None:
-        index, _, count = worker.partition("/")
-        root = Path(cfg.checkpoint.path)  # the supervisor's: where its plan is
-        try:
-            share = Share(int(index), int(count), read_plan(root, int(count)))
-        except CheckpointError as exc:
-            raise Failure(str(exc)) from None
-        cfg = worker_config(cfg, share.mine, share.workers)
-
-    def started(result: RunResult) -> None:
-        if report_fd is not None:
-            report(report_fd, result.monitor_port)
-        if pending:
-            result.pipeline.stop()
-
-    setup_logging(cfg.logging.level, cfg.logging.format, worker)
     if cfg.workers > 1 and worker is None:
-        if config_path is None:
-            raise BadConfig("workers: more than 1 needs a config file (--config) for them")
-        supervisor = Supervisor(cfg, config_path, once)
-        supervisor.stopping = bool(pending)  # a SIGTERM while starting: nothing to run
-        code = asyncio.run(supervisor.run())
-        if code:
-            raise Failure(f"a worker failed (exit code {code}); see its log above")
-        return
-    try:
-        asyncio.run(
-            run_daemon(
-                cfg,
-                once=once,
-                on_start=started,
-                validated=True,
-                share=share,
-                config_path=config_path,
-                transform=None
-                if worker is None
-                else lambda c: worker_config(c, share.mine, share.workers),
-            )
-        )
-    except (CheckpointError, SinkStartError) as exc:
-        raise Failure(str(exc)) from None
-    except ConfigError as exc:
-        raise BadConfig(str(exc)) from None
-    except OSError as exc:
-        raise Failure(f"{exc.__class__.__name__}: {exc}") from None
+        supervise(cfg, config_path, once, pending)
+    else:
+        daemon(cfg, config_path, once, worker, report_fd, pending)
 
 
 @main.command("check-config")

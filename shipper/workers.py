@@ -1,14 +1,15 @@
 """`workers: N`: a supervisor and N worker processes, each owning a share of the files.
 
 A Python process uses one core; a node that logs more than one core can read takes
-several processes. The supervisor starts `shipper run --worker i/N` N times; worker `i`
-follows the directories that hash to it (shipper.shares), with its own checkpoint store
-(shipper.stores), so checkpoints and document ids stay per file and a worker restarted
-after a crash re-reads nothing another one has. The whole keeps the budgets of one
-shipper: each worker gets `1/N` of `buffer.max_bytes` and of `elasticsearch.bulk.
-concurrency`. The supervisor serves the one monitoring endpoint (metrics summed over the
-workers; healthy and ready when every worker is), restarts a worker that dies, with a
-backoff, and passes SIGTERM, SIGINT and SIGHUP on.
+several processes. Worker `i` follows the directories its share holds (shipper.shares),
+with its own checkpoint store (shipper.stores), so checkpoints and document ids stay per
+file and a worker restarted after a crash re-reads nothing another one has. The whole
+keeps the budgets of one shipper: each worker gets `1/N` of `buffer.max_bytes` and of
+`elasticsearch.bulk.concurrency`. The supervisor forks the first workers before its own
+event loop runs (they start with everything imported, shipper.serve), starts a worker
+that dies again as `shipper run --worker i/N`, with a backoff, serves the one monitoring
+endpoint (metrics summed over the workers; healthy and ready when every worker is), and
+passes SIGTERM, SIGINT and SIGHUP on.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -82,44 +85,93 @@ def report(fd: int, port: int) -> None:
 @dataclasses.dataclass
 class Worker:
     index: int
-    proc: asyncio.subprocess.Process | None = None
+    pid: int = 0  # 0: not running
+    report_fd: int = -1  # where it says which port its metrics are on
     port: int = 0
     restarts: int = 0
     done: bool = False
 
 
+Serve = Callable[[int, int], int]  # worker index, report fd -> exit code (a forked child)
+
+
 class Supervisor:
-    def __init__(self, cfg: Config, config_path: str, once: bool) -> None:
+    def __init__(self, cfg: Config, config_path: str, once: bool, serve: Serve | None) -> None:
         self.cfg, self.config_path, self.once = cfg, config_path, once
+        self.serve = serve  # None: every worker is a fresh process
         self.n = cfg.workers
         self.workers = [Worker(i) for i in range(self.n)]
         self.stopping = False
         self.exit_code = 0
         self.restarts = Counter("shipper_worker_restarts_total", "Worker processes restarted.")
         self.running = Gauge("shipper_workers", "Worker processes running.")
+        self._root: CheckpointStore | None = None
 
-    async def run(self) -> int:
-        root = CheckpointStore.open(Path(self.cfg.checkpoint.path))  # held: one supervisor
+    def main(self, pending: list[int]) -> int:
+        """Plan the shares, start the workers, watch them until they are done; the exit
+        code (`pending`: signals that came while starting, honoured once watching)."""
+        self._root = CheckpointStore.open(Path(self.cfg.checkpoint.path))  # held: one at a time
         try:
-            assert root.directory is not None
+            assert self._root.directory is not None
             plan = plan_shares(directory_sizes(self.cfg), self.n)
-            write_plan(root.directory, self.n, plan)  # before any worker reads it
-            distribute(root, self.n, plan)
-            monitor = None
-            if self.cfg.metrics.listen:
-                monitor = MonitorServer(self.render, self.healthy, self.ready)
-                await monitor.start(self.cfg.metrics.listen)
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.stop)
-            loop.add_signal_handler(signal.SIGHUP, self.forward, signal.SIGHUP)
-            try:
-                await asyncio.gather(*(self._keep(w) for w in self.workers))
-            finally:
-                if monitor is not None:
-                    await monitor.stop()
+            write_plan(self._root.directory, self.n, plan)  # before any worker reads it
+            distribute(self._root, self.n, plan)
+            self.stopping = bool(pending)  # a SIGTERM while starting: nothing to run
+            # Forked only while this process has one thread and no event loop.
+            fork = self.serve is not None and threading.active_count() == 1
+            for w in self.workers:
+                if not self.stopping:
+                    self._start(w, fork)
+            return asyncio.run(self._watch())
         finally:
-            root.close()
+            self._root.close()
+
+    def _start(self, w: Worker, fork: bool) -> None:
+        read_fd, write_fd = os.pipe()
+        if fork:
+            assert self.serve is not None
+            pid = os.fork()
+            if pid == 0:  # the worker: it never returns into the supervisor's code
+                code = 1
+                try:
+                    os.close(read_fd)
+                    for other in self.workers:
+                        if other.report_fd >= 0:
+                            os.close(other.report_fd)
+                    assert self._root is not None
+                    self._root.close()  # its descriptor only: the lock is the supervisor's
+                    code = self.serve(w.index, write_fd)
+                finally:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(code)
+        else:
+            args = [sys.executable, "-m", "shipper", "run", "--config", self.config_path]
+            args += ["--worker", f"{w.index}/{self.n}", "--report-fd", str(write_fd)]
+            if self.once:
+                args.append("--once")
+            os.set_inheritable(write_fd, True)
+            pid = os.posix_spawn(sys.executable, args, os.environ)
+        os.close(write_fd)
+        w.pid, w.report_fd = pid, read_fd
+        self.running.set(sum(1 for x in self.workers if x.pid))
+
+    async def _watch(self) -> int:
+        monitor = None
+        if self.cfg.metrics.listen:
+            monitor = MonitorServer(self.render, self.healthy, self.ready)
+            await monitor.start(self.cfg.metrics.listen)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self.forward, signal.SIGHUP)
+        if self.stopping:
+            self.stop()
+        try:
+            await asyncio.gather(*(self._keep(w) for w in self.workers))
+        finally:
+            if monitor is not None:
+                await monitor.stop()
         return self.exit_code
 
     def stop(self) -> None:
@@ -128,17 +180,17 @@ class Supervisor:
 
     def forward(self, sig: int) -> None:
         for w in self.workers:
-            if w.proc is not None and w.proc.returncode is None:
+            if w.pid:
                 with contextlib.suppress(ProcessLookupError):
-                    w.proc.send_signal(sig)
+                    os.kill(w.pid, sig)
 
     async def _keep(self, w: Worker) -> None:
-        """Run worker `w` until it is done (stopped, or --once finished), restarting it
-        after a crash with a backoff (1 s doubling to 30 s, reset by 60 s of running)."""
+        """Watch worker `w` until it is done (stopped, or --once finished), starting it
+        again after a crash with a backoff (1 s doubling to 30 s, reset by 60 s of running)."""
         backoff = 1.0
-        while not self.stopping and not w.done:
+        while w.pid and not w.done:
             started = time.monotonic()
-            code = await self._run_one(w)
+            code = await self._wait(w)
             if self.stopping or (self.once and code == 0):
                 w.done = True
             elif code in FATAL:
@@ -156,30 +208,41 @@ class Supervisor:
                 )
                 await asyncio.sleep(backoff)  # a restart pace, not a wait for a condition
                 backoff = min(backoff * 2, 30.0)
+                if not self.stopping:
+                    self._start(w, fork=False)
 
-    async def _run_one(self, w: Worker) -> int:
-        read_fd, write_fd = os.pipe()
-        args = [sys.executable, "-m", "shipper", "run", "--config", self.config_path]
-        args += ["--worker", f"{w.index}/{self.n}", "--report-fd", str(write_fd)]
-        if self.once:
-            args.append("--once")
+    async def _wait(self, w: Worker) -> int:
+        """Worker `w`'s exit code once it has exited (killed by a signal: 128 + its number)."""
+        reader = asyncio.create_task(self._read_report(w, w.report_fd))
         try:
-            w.proc = await asyncio.create_subprocess_exec(*args, pass_fds=(write_fd,))
+            status = await exited(w.pid)
         finally:
-            os.close(write_fd)
-        self.running.set(sum(1 for x in self.workers if x.proc and x.proc.returncode is None))
-        reader = asyncio.create_task(self._read_report(w, read_fd))
-        code = await w.proc.wait()
-        reader.cancel()
-        w.port = 0
-        self.running.set(sum(1 for x in self.workers if x.proc and x.proc.returncode is None))
-        return code if code >= 0 else 128 - code  # killed by a signal: 128 + its number
+            reader.cancel()
+            w.pid, w.port = 0, 0
+            self.running.set(sum(1 for x in self.workers if x.pid))
+        code = os.waitstatus_to_exitcode(status)
+        return code if code >= 0 else 128 - code
 
     async def _read_report(self, w: Worker, fd: int) -> None:
-        with os.fdopen(fd, "rb") as pipe:
-            line = await asyncio.to_thread(pipe.readline)
-        with contextlib.suppress(ValueError):
-            w.port = int(orjson.loads(line)["port"])
+        loop = asyncio.get_running_loop()
+        readable = asyncio.Event()
+        loop.add_reader(fd, readable.set)
+        data = b""
+        try:
+            while not data.endswith(b"\n"):
+                await readable.wait()
+                readable.clear()
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    return  # it ended before it reported
+                data += chunk
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+            if w.report_fd == fd:
+                w.report_fd = -1
+        with contextlib.suppress(ValueError, KeyError):
+            w.port = int(orjson.loads(data)["port"])
 
     # ---- the one monitoring endpoint ---------------------------------------------------
 
@@ -217,6 +280,20 @@ class Supervisor:
             f"gauge\n{self.running.name} {num(self.running.get())}\n"
         )
         return (merge_expositions(texts) + own).encode()
+
+
+async def exited(pid: int) -> int:
+    """Wait for child `pid` to exit (its pidfd turns readable) and reap it: its status."""
+    fd = os.pidfd_open(pid)
+    loop = asyncio.get_running_loop()
+    readable = asyncio.Event()
+    loop.add_reader(fd, readable.set)
+    try:
+        await readable.wait()
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+    return os.waitpid(pid, 0)[1]
 
 
 def merge_expositions(texts: list[str]) -> str:

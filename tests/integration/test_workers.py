@@ -29,6 +29,10 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
+def cmdline(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+
+
 def test_a_worker_killed_mid_run_is_started_again_and_nothing_is_lost_or_doubled(
     tmp_path, es_url, es_client
 ):
@@ -52,6 +56,9 @@ def test_a_worker_killed_mid_run_is_started_again_and_nothing_is_lost_or_doubled
     wait_for(lambda: es_client.count(ds) >= written // 4, 300, "documents flowing")
     assert shipper.proc is not None
     workers = wait_for(lambda: len(children(shipper.proc.pid)) == 2 and children(shipper.proc.pid))
+    # The first workers are forks of the supervisor (they start with its imports); one
+    # started again is a fresh `shipper run --worker i/2`.
+    assert all(cmdline(w) == cmdline(shipper.proc.pid) for w in workers)
     os.kill(workers[0], signal.SIGKILL)
     for round_ in range(20, 30):
         for i, k in enumerate(dirs):
@@ -64,6 +71,8 @@ def test_a_worker_killed_mid_run_is_started_again_and_nothing_is_lost_or_doubled
         "the restart counted",
     )
     assert metrics["shipper_workers"] == 2
+    [again] = [w for w in children(shipper.proc.pid) if w not in workers]
+    assert "--worker" in cmdline(again)
     assert shipper.stop() == 0
     expected = [i * 1_000_000 + s for i in range(len(dirs)) for s in range(30 * 500)]
     assert_exactly_once(seqs(es_client, ds), expected)

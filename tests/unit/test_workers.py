@@ -3,6 +3,8 @@ metrics are served as one."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -141,3 +143,51 @@ def test_workers_read_the_plan_written_for_their_number_and_refuse_a_damaged_one
     with pytest.raises(CheckpointError, match="unreadable"):
         read_plan(tmp_path, 2)
     assert read_plan(tmp_path / "nowhere", 2) == {}
+
+
+SUPERVISE = """
+import dataclasses, os, sys
+from shipper.config import default_config
+from shipper.workers import Supervisor
+
+base = default_config()
+cfg = dataclasses.replace(
+    base,
+    workers=3,
+    inputs=dataclasses.replace(base.inputs, paths=(sys.argv[1] + "/logs/*.log",)),
+    checkpoint=dataclasses.replace(base.checkpoint, path=sys.argv[1] + "/cp"),
+    metrics=dataclasses.replace(base.metrics, listen=""),
+)
+codes = [int(c) for c in sys.argv[2].split(",")]
+
+def serve(index, report_fd):  # a worker's whole life, in the forked child
+    with open(f"{sys.argv[1]}/ran-{index}", "w") as out:
+        out.write(str(os.getppid()))
+    os.write(report_fd, b'{"port": 1}\\n')
+    return codes[index]
+
+print(Supervisor(cfg, "unused.yaml", once=True, serve=serve).main([]))
+"""
+
+
+@pytest.mark.parametrize(("codes", "exit_code"), [("0,0,0", 0), ("0,2,0", 2), ("1,0,0", 1)])
+def test_the_supervisor_forks_its_workers_and_a_fatal_exit_code_is_its_own(
+    tmp_path, codes, exit_code
+):
+    """In a process of its own (a fork needs one thread): every worker runs as a child of
+    the supervisor, and a worker's config error (2) or runtime failure (1) ends the whole
+    with that code, where `--once` workers that finish (0) end it cleanly."""
+    import subprocess
+    import sys
+
+    (tmp_path / "logs").mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", SUPERVISE, str(tmp_path), codes],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.split()[-1] == str(exit_code), done.stderr
+    parents = {(tmp_path / f"ran-{i}").read_text() for i in range(3)}
+    assert len(parents) == 1 and parents != {str(os.getpid())}, "one supervisor forked all"
