@@ -434,8 +434,15 @@ def test_busy_pods_rotated_restarted_and_deleted_every_line_once(
         assert len(current) > 100, len(current)
         # the first line of the current file may be the end of a line split across a
         # rotation (its start is in the file before)
-        if current[1:] != stored[len(stored) - len(current) + 1 :]:
-            problems.append("kubectl logs of a busy pod differs from Elasticsearch's tail")
+        tail = stored[len(stored) - len(current) + 1 :]
+        if current[1:] != tail:
+            pairs = enumerate(zip(current[1:], tail, strict=False))
+            at = next((i for i, (a, b) in pairs if a != b), None)
+            where = [current[1:][at][:60], tail[at][:60]] if at is not None else "in length"
+            problems.append(
+                f"kubectl logs of a busy pod differs from Elasticsearch's tail: "
+                f"{len(current)} lines against {len(stored)} stored, first at {at}: {where}"
+            )
         assert not problems, "\n".join(problems)
     finally:
         files.__exit__()
