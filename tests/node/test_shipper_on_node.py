@@ -262,9 +262,18 @@ def newest_rotation_messages(container_dir: Path) -> list[str]:
     return messages
 
 
+def instant(stamp: str) -> str:
+    """An RFC 3339 UTC time whose text sorts as the time does. The runtime writes Go's
+    RFC3339Nano, which drops trailing zeros of the fraction: as text, "…01.12345Z" sorts
+    after "…01.123451Z", which is later."""
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    return f"{whole}.{fraction:0<9}Z"
+
+
 def sorted_messages(docs: list[dict[str, Any]]) -> list[str]:
     """Messages in the order the runtime wrote them: time, then file offset."""
-    return [d["message"] for d in sorted(docs, key=lambda d: (d["@timestamp"], d["log"]["offset"]))]
+    ordered = sorted(docs, key=lambda d: (instant(d["@timestamp"]), d["log"]["offset"]))
+    return [d["message"] for d in ordered]
 
 
 def test_busy_pods_rotated_restarted_and_deleted_every_line_once(
