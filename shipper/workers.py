@@ -154,6 +154,9 @@ class Supervisor:
             pid = os.posix_spawn(sys.executable, args, os.environ)
         os.close(write_fd)
         w.pid, w.report_fd = pid, read_fd
+        self._count_running()
+
+    def _count_running(self) -> None:
         self.running.set(sum(1 for x in self.workers if x.pid))
 
     async def _watch(self) -> int:
@@ -219,7 +222,7 @@ class Supervisor:
         finally:
             reader.cancel()
             w.pid, w.port = 0, 0
-            self.running.set(sum(1 for x in self.workers if x.pid))
+            self._count_running()
         code = os.waitstatus_to_exitcode(status)
         return code if code >= 0 else 128 - code
 
