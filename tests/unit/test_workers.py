@@ -161,9 +161,14 @@ cfg = dataclasses.replace(
 codes = [int(c) for c in sys.argv[2].split(",")]
 
 def serve(index, report_fd):  # a worker's whole life, in the forked child
-    with open(f"{sys.argv[1]}/ran-{index}", "w") as out:
+    ran = f"{sys.argv[1]}/ran-{index}"
+    with open(ran + ".tmp", "w") as out:
         out.write(str(os.getppid()))
+    os.rename(ran + ".tmp", ran)  # whole or absent, even if the supervisor stops us
     os.write(report_fd, b'{"port": 1}\\n')
+    if codes[index]:  # a failing worker ends the others: let them have said who forked them
+        while not all(os.path.exists(f"{sys.argv[1]}/ran-{i}") for i in range(len(codes))):
+            os.sched_yield()
     return codes[index]
 
 print(Supervisor(cfg, "unused.yaml", once=True, serve=serve).main([]))
