@@ -216,20 +216,20 @@ class Supervisor:
 
     async def _wait(self, w: Worker) -> int:
         """Worker `w`'s exit code once it has exited (killed by a signal: 128 + its number)."""
-        reader = asyncio.create_task(self._read_report(w, w.report_fd))
+        fd, loop, readable = w.report_fd, asyncio.get_running_loop(), asyncio.Event()
+        loop.add_reader(fd, readable.set)  # here, not in the reader: it may never take a step
+        reader = asyncio.create_task(self._read_report(w, fd, readable))
         try:
             status = await exited(w.pid)
         finally:
-            reader.cancel()
+            reader.cancel()  # it waits at an await, so it touches `fd` no more
+            self._close_report(w, fd)
             w.pid, w.port = 0, 0
             self._count_running()
         code = os.waitstatus_to_exitcode(status)
         return code if code >= 0 else 128 - code
 
-    async def _read_report(self, w: Worker, fd: int) -> None:
-        loop = asyncio.get_running_loop()
-        readable = asyncio.Event()
-        loop.add_reader(fd, readable.set)
+    async def _read_report(self, w: Worker, fd: int, readable: asyncio.Event) -> None:
         data = b""
         try:
             while not data.endswith(b"\n"):
@@ -240,12 +240,18 @@ class Supervisor:
                     return  # it ended before it reported
                 data += chunk
         finally:
-            loop.remove_reader(fd)
-            os.close(fd)
-            if w.report_fd == fd:
-                w.report_fd = -1
+            self._close_report(w, fd)
         with contextlib.suppress(ValueError, KeyError):
             w.port = int(orjson.loads(data)["port"])
+
+    @staticmethod
+    def _close_report(w: Worker, fd: int) -> None:
+        """Close worker `w`'s report pipe `fd` once, whichever of the reader and the exit is
+        first."""
+        if w.report_fd == fd:
+            asyncio.get_running_loop().remove_reader(fd)
+            os.close(fd)
+            w.report_fd = -1
 
     # ---- the one monitoring endpoint ---------------------------------------------------
 

@@ -196,3 +196,48 @@ def test_the_supervisor_forks_its_workers_and_a_fatal_exit_code_is_its_own(
     assert done.stdout.split()[-1] == str(exit_code), done.stderr
     parents = {(tmp_path / f"ran-{i}").read_text() for i in range(3)}
     assert len(parents) == 1 and parents != {str(os.getpid())}, "one supervisor forked all"
+
+
+@pytest.mark.parametrize("reported", [False, True])
+def test_a_workers_report_pipe_is_closed_once_it_exits_even_before_its_reader_ran(
+    monkeypatch, tmp_path, reported
+):
+    """The exit can be seen before the task reading the report has taken one step; the
+    pipe's read end is closed all the same, and the port is read when it came first."""
+    import asyncio
+    import dataclasses
+
+    from shipper import workers
+    from shipper.config import default_config
+
+    base = default_config()
+    cfg = dataclasses.replace(
+        base, workers=2, checkpoint=dataclasses.replace(base.checkpoint, path=str(tmp_path))
+    )
+    sup = workers.Supervisor(cfg, "unused.yaml", once=True, serve=None)
+    w = sup.workers[0]
+
+    async def run() -> int:
+        read_fd, write_fd = os.pipe()
+        w.pid, w.report_fd = 12345, read_fd
+        if reported:
+            os.write(write_fd, b'{"port": 9}\n')
+        os.close(write_fd)
+        seen = []
+
+        async def exits(pid: int) -> int:
+            if reported:  # let the reader run to its end first
+                while w.report_fd >= 0:
+                    await asyncio.sleep(0)
+                seen.append(w.port)
+            return 0  # with no await at all: the reader never started
+
+        monkeypatch.setattr(workers, "exited", exits)
+        code = await sup._wait(w)
+        with pytest.raises(OSError):
+            os.fstat(read_fd)
+        assert w.report_fd == -1 and w.pid == 0
+        assert seen == ([9] if reported else [])
+        return code
+
+    assert asyncio.run(run()) == 0
