@@ -230,17 +230,17 @@ class Supervisor:
         return code if code >= 0 else 128 - code
 
     async def _read_report(self, w: Worker, fd: int, readable: asyncio.Event) -> None:
+        # Cancelled, it leaves the pipe to `_wait`, which has closed it: by the time the
+        # cancellation runs here, a restarted worker's pipe may have the same number.
         data = b""
-        try:
-            while not data.endswith(b"\n"):
-                await readable.wait()
-                readable.clear()
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    return  # it ended before it reported
-                data += chunk
-        finally:
-            self._close_report(w, fd)
+        while not data.endswith(b"\n"):
+            await readable.wait()
+            readable.clear()
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break  # it ended before it reported
+            data += chunk
+        self._close_report(w, fd)
         with contextlib.suppress(ValueError, KeyError):
             w.port = int(orjson.loads(data)["port"])
 

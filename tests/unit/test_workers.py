@@ -241,3 +241,43 @@ def test_a_workers_report_pipe_is_closed_once_it_exits_even_before_its_reader_ra
         return code
 
     assert asyncio.run(run()) == 0
+
+
+def test_a_cancelled_report_reader_leaves_a_restarted_workers_pipe_open(monkeypatch, tmp_path):
+    """The worker exits while its reader waits; the pipe is closed and a new one, for the
+    worker started again, takes the same number before the cancelled reader runs."""
+    import asyncio
+    import dataclasses
+
+    from shipper import workers
+    from shipper.config import default_config
+
+    base = default_config()
+    cfg = dataclasses.replace(
+        base, workers=2, checkpoint=dataclasses.replace(base.checkpoint, path=str(tmp_path))
+    )
+    sup = workers.Supervisor(cfg, "unused.yaml", once=True, serve=None)
+    w = sup.workers[0]
+
+    async def run() -> None:
+        read_fd, write_fd = os.pipe()
+        w.pid, w.report_fd = 12345, read_fd
+
+        async def exits(pid: int) -> int:
+            for _ in range(3):  # the reader is waiting for the report by now
+                await asyncio.sleep(0)
+            return 0
+
+        monkeypatch.setattr(workers, "exited", exits)
+        await sup._wait(w)
+        again, again_write = os.pipe()  # the restart's pipe, before the loop turns
+        assert again == read_fd, "the staging needs the number taken again"
+        w.report_fd = again
+        for _ in range(3):
+            await asyncio.sleep(0)
+        os.fstat(again)  # still open
+        assert w.report_fd == again
+        for fd in (again, again_write, write_fd):
+            os.close(fd)
+
+    asyncio.run(run())
