@@ -145,7 +145,9 @@ def memory(work: Path, files: int, url: str) -> dict[str, Any]:
 
 def live_files(root: Path, pod: str, count: int) -> list[Path]:
     """`count` empty container logs in a kubelet layout under `root` (pods `<pod>-<i>`),
-    each with its /var/log/containers-style link in `root/containers`."""
+    each with its /var/log/containers-style link in `root/containers`; whatever an earlier
+    run left under `root` (the same `--work`) goes first."""
+    shutil.rmtree(root, ignore_errors=True)
     lives = []
     for i in range(count):
         directory = root / "pods" / f"bench_{pod}-{i}_uid{i}" / "app"
@@ -196,7 +198,6 @@ def delay(work: Path, rate: int, es_url: str, seconds: float) -> dict[str, Any]:
 def storm(work: Path, url: str, seconds: float) -> dict[str, Any]:
     """100 files rotating every 100 ms at 10k lines/s in total (the chaos suite's storm)."""
     root = work / "storm"
-    shutil.rmtree(root, ignore_errors=True)
     lives = live_files(root, "storm", 100)
     cfg = config(work, [str(root / "containers/*.log")], url, None)
     with daemon(cfg, work) as (proc, log):

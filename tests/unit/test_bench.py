@@ -5,7 +5,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bench import fluentbit, loadgen, report
+from bench import fluentbit, loadgen, report, workers
 from bench.endpoint import bulk_answer
 from shipper.samples import write_tree
 from shipper.sinks.elasticsearch.classify import FILTER_PATH
@@ -97,6 +97,20 @@ def test_partial_run_keeps_other_sections_and_the_analysis(tmp_path: Path):
     assert text.endswith(report.MARKER + "\nhand-written\n")
     report.write({"machine": "m", "command": "third", "parse": PARSE}, out)
     assert "Fluent Bit v5.1.1" in out.read_text()  # kept, not replaced by "not measured"
+
+
+def test_the_workers_section_gives_each_pairs_ratio_as_the_spread():
+    row = {"lines": 10, "cpu_s": 1.0, "lines_per_wall_s": 5.0, "delivering_s": 1.5}
+    rows = [{**row, "workers": 1, "wall_s": 2.0, "lines_per_delivering_s": 6.7}]
+    rows.append({**row, "workers": 2, "wall_s": 1.2, "lines_per_delivering_s": 11.1})
+    text = "\n".join(
+        workers.report(
+            {"rows": rows, "speedup": 1.67, "speedup_delivering": 1.66, "pair_speedups": [1.9, 1.6]}
+        )
+    )
+    assert "1.67 times the lines per wall-second of one over the whole run, 1.66 times" in text
+    assert "1.60 to 1.90 times" in text
+    assert "Each pair" not in "\n".join(workers.report({"rows": rows, "speedup": 1.67}))
 
 
 @pytest.mark.parametrize("native", [True, False], ids=["go", "python"])
